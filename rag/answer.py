@@ -1,0 +1,196 @@
+"""Answer questions: retrieve, select evidence, generate with a local LLM, verify citations.
+
+``Assistant`` holds what is expensive to load (index, embedder, LLM) and serves many questions; the
+CLI, the UI, the HTTP API and the evaluation all go through ``Assistant.stream``/``ask``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .cite import verify
+from .errors import RagError
+from .llm import LLM, get_llm
+from .prompt import (
+    REFUSAL,
+    build_messages,
+    build_rewrite_messages,
+    looks_like_follow_up,
+    select_evidence,
+)
+from .records import Answer
+from .retrieve import Retriever, check_question
+from .settings import Settings
+from .store import IndexStore
+
+
+@dataclass(frozen=True)
+class Token:
+    """A streamed piece of the raw answer."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Status:
+    """A progress note for the UI (e.g. the rewritten follow-up question)."""
+
+    text: str
+
+
+Event = Token | Status | Answer
+
+
+class Assistant:
+    """Loads the index, embedder and LLM once; answers many questions (thread-safe, calls serialised)."""
+
+    def __init__(self, settings: Settings | None = None, *, store: IndexStore | None = None,
+                 embedder: Any = None, llm: LLM | None = None, model: str | None = None) -> None:
+        self.settings = settings or Settings()
+        self._store = store
+        self._embedder = embedder
+        self._llm = llm
+        self._model = model
+        self._retriever: Retriever | None = None
+        self._cache: OrderedDict[tuple[Any, ...], Answer] = OrderedDict()
+        self._lock = threading.RLock()
+
+    # -- lazily loaded parts -------------------------------------------------------------------------
+    @property
+    def store(self) -> IndexStore:
+        if self._store is None:
+            self._store = IndexStore.load(self.settings.index_dir, self.settings)
+        return self._store
+
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None:
+            from .embed import get_embedder
+
+            self._embedder = get_embedder(self.settings.embedder)
+        return self._embedder
+
+    @property
+    def retriever(self) -> Retriever:
+        if self._retriever is None:
+            self._retriever = Retriever(self.store, self.embedder, self.settings)
+        return self._retriever
+
+    @property
+    def llm(self) -> LLM:
+        if self._llm is None:
+            self._llm = get_llm(self.settings, self._model)
+        return self._llm
+
+    def reload(self) -> None:
+        """Pick up a new index version (after articles were added)."""
+        with self._lock:
+            self._store = IndexStore.load(self.settings.index_dir, self.settings)
+            self._retriever = None
+            self._cache.clear()
+
+    def warm_up(self) -> None:
+        """Load everything and put the system prompt into the LLM's cache."""
+        _ = self.retriever
+        for _ in self.llm.stream_chat(build_messages("warm up", []), max_tokens=1):
+            pass
+
+    # -- answering -------------------------------------------------------------------------------------
+    def ask(self, question: str, *, k: int | None = None, history: list[str] | None = None) -> Answer:
+        answer = None
+        for event in self.stream(question, k=k, history=history):
+            if isinstance(event, Answer):
+                answer = event
+        assert answer is not None
+        return answer
+
+    def stream(self, question: str, *, k: int | None = None, history: list[str] | None = None,
+               stop: threading.Event | None = None) -> Iterator[Event]:
+        """Yield ``Status`` and ``Token`` events while answering, then the verified ``Answer``.
+
+        ``history`` holds the previous questions of a conversation; a follow-up that leans on them
+        ("What about Baidu?") is rewritten into a standalone question before retrieval.
+        """
+        t0 = time.perf_counter()
+        question = check_question(question, self.settings.max_question_chars)
+        k = k or self.settings.k
+        with self._lock:
+            standalone = None
+            if history and looks_like_follow_up(question):
+                standalone = self.rewrite(question, history)
+                if standalone != question:
+                    yield Status(f"Searching for: {standalone}")
+            query = standalone or question
+            key = (query.lower(), k, self.llm.name, self.store.version, self.settings.context_tokens)
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                cached = self._cache[key]
+                yield Token(cached.answer)
+                yield replace(cached, question=question, rewritten_question=standalone, cached=True,
+                              timings={"retrieve_s": 0.0, "first_token_s": time.perf_counter() - t0,
+                                       "total_s": time.perf_counter() - t0})
+                return
+            passages = self.retriever.search(query, k)
+            t_retrieved = time.perf_counter()
+            texts = {name: a.text for name, a in self.store.articles.items()}
+            evidence = select_evidence(query, passages, self.embedder, texts,
+                                       self.settings.context_tokens, self.settings.max_evidence)
+            messages = build_messages(query, evidence)
+            t_prompt = time.perf_counter()
+            raw, first = [], None
+            if evidence:
+                for piece in self.llm.stream_chat(messages, self.settings.max_tokens, stop=["\n\n\n"]):
+                    if first is None:
+                        first = time.perf_counter()
+                    raw.append(piece)
+                    yield Token(piece)
+                    if stop is not None and stop.is_set():
+                        break
+            else:
+                raw = [REFUSAL]
+                yield Token(REFUSAL)
+            t_end = time.perf_counter()
+            raw_text = "".join(raw).strip()
+            checked = verify(raw_text, evidence, self.embedder, texts, self.settings.support_threshold)
+            prompt_tokens = sum(self.llm.count_tokens(m["content"]) for m in messages) + 12
+            answer = Answer(
+                question=question, answer=checked.answer, answerable=checked.answerable,
+                citations=checked.citations, passages=tuple(passages),
+                timings={"retrieve_s": t_retrieved - t0, "prompt_build_s": t_prompt - t_retrieved,
+                         "first_token_s": (first or t_end) - t0, "total_s": time.perf_counter() - t0},
+                model=self.llm.name, raw_answer=raw_text, sentences=checked.sentences,
+                rewritten_question=standalone, prompt_tokens=prompt_tokens,
+                completion_tokens=self.llm.count_tokens(raw_text) if raw_text else 0,
+            )
+            if not (stop is not None and stop.is_set()):
+                self._cache[key] = answer
+                while len(self._cache) > self.settings.answer_cache_size:
+                    self._cache.popitem(last=False)
+            yield answer
+
+    def rewrite(self, question: str, history: list[str]) -> str:
+        """A standalone version of a follow-up question (the LLM sees only the previous questions)."""
+        out = "".join(self.llm.stream_chat(build_rewrite_messages(question, history), max_tokens=48,
+                                           stop=["\n"])).strip().strip('"')
+        if not out or len(out) > 4 * len(question) + 200:
+            return question
+        return out
+
+
+_SHARED: dict[tuple[Any, ...], Assistant] = {}
+
+
+def shared_assistant(settings: Settings, model: str | None = None) -> Assistant:
+    """One assistant per settings in this process (the UI and API share it)."""
+    key = (settings, model)
+    if key not in _SHARED:
+        _SHARED[key] = Assistant(settings, model=model)
+    return _SHARED[key]
+
+
+__all__ = ["Answer", "Assistant", "Event", "RagError", "Status", "Token", "shared_assistant"]

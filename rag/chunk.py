@@ -1,0 +1,86 @@
+"""Split an article's kept blocks into chunks (langchain-text-splitters) and sentences, with offsets.
+
+A chunk never crosses an article boundary nor a removed block: the splitter runs on each *section*
+(a run of kept blocks with only blank lines between them), so every chunk is a substring of the file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+from .records import Article, Chunk
+
+# Paragraphs, then lines, then sentence ends, then words: a chunk breaks at the largest unit that fits.
+_SEPARATORS = [r"\n\s*\n", r"\n", r"(?<=[.!?…][\"'”’)\]])\s+|(?<=[.!?…])\s+", r"\s+", ""]
+# A sentence ends at . ! ? … (plus closing quotes) followed by space and an opening capital/digit/quote.
+_SENT_END = re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+(?=[\"“‘(\[]?[A-Z0-9])|\n+")
+_ABBREV = re.compile(r"\b(?:Mr|Mrs|Ms|Dr|Prof|Sr|Jr|St|Co|Corp|Inc|Ltd|No|vs|etc|e\.g|i\.e|U\.S|U\.K|Jan|Feb|"
+                     r"Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)\.$")
+
+
+def splitter(chunk_size: int, chunk_overlap: int) -> RecursiveCharacterTextSplitter:
+    return RecursiveCharacterTextSplitter(
+        chunk_size=chunk_size, chunk_overlap=chunk_overlap, separators=_SEPARATORS,
+        is_separator_regex=True, keep_separator=True, strip_whitespace=True,
+    )
+
+
+def sections(article: Article) -> Iterator[tuple[int, int]]:
+    """Maximal runs of kept blocks separated only by whitespace in the original text."""
+    run_start = run_end = None
+    for b in article.blocks:
+        if run_end is not None and article.text[run_end:b.start].strip() == "":
+            run_end = b.end
+            continue
+        if run_start is not None and run_end is not None:
+            yield run_start, run_end
+        run_start, run_end = b.start, b.end
+    if run_start is not None and run_end is not None:
+        yield run_start, run_end
+
+
+def chunk_article(article: Article, chunk_size: int = 700, chunk_overlap: int = 100) -> list[Chunk]:
+    """Chunks with exact offsets: ``article.text[c.start:c.end] == c.text`` for every chunk."""
+    split = splitter(chunk_size, chunk_overlap)
+    stem = article.name.rsplit(".", 1)[0]
+    chunks: list[Chunk] = []
+    for s_start, s_end in sections(article):
+        section = article.text[s_start:s_end]
+        cursor = 0
+        for piece in split.split_text(section):
+            at = section.find(piece, cursor)
+            if at < 0:  # cannot happen with keep_separator; guard the offset contract anyway
+                at = section.find(piece)
+            if at < 0:
+                raise AssertionError(f"chunk not found in {article.name}: {piece[:40]!r}")
+            start, end = s_start + at, s_start + at + len(piece)
+            cursor = at + 1
+            chunks.append(Chunk(
+                chunk_id=f"{stem}#{len(chunks)}", article=article.name, title=article.title,
+                start=start, end=end, text=piece, sentences=tuple(sentence_spans(article.text, start, end)),
+            ))
+    return chunks
+
+
+def sentence_spans(text: str, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int]]:
+    """Absolute (start, end) spans of the sentences in ``text[start:end]``, stripped of whitespace."""
+    end = len(text) if end is None else end
+    seg = text[start:end]
+    pos = 0
+    for m in _SENT_END.finditer(seg):
+        if m.group(0).strip() == "" and _ABBREV.search(seg[max(0, m.start() - 6):m.start()]):
+            continue  # "Mr. Smith", "U.S. chips": not a sentence end
+        yield from _strip_span(seg, pos, m.start() + len(m.group(0).rstrip()), start)
+        pos = m.end()
+    yield from _strip_span(seg, pos, len(seg), start)
+
+
+def _strip_span(seg: str, a: int, b: int, offset: int) -> Iterator[tuple[int, int]]:
+    piece = seg[a:b]
+    lead = len(piece) - len(piece.lstrip())
+    trail = len(piece) - len(piece.rstrip())
+    if b - trail > a + lead:
+        yield offset + a + lead, offset + b - trail

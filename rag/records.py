@@ -1,0 +1,171 @@
+"""Typed, immutable records passed between the stages: Article -> Chunk -> Passage -> Citation -> Answer.
+
+Every offset is a Python ``str`` index into the article file's original UTF-8 text, so that
+``article.text[start:end]`` can always be checked against what a record claims to quote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+def _short(text: str, n: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Block:
+    """A kept paragraph of an article: ``text == article.text[start:end]``."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, repr=False)
+class Article:
+    """One source file, as read from disk, with the spans of it that are article text (not page chrome)."""
+
+    name: str  # file name, the article's id in citations
+    text: str  # the original file text, unchanged
+    sha256: str  # of the file's bytes
+    title: str
+    date: str | None = None
+    source: str | None = None
+    author: str | None = None
+    blocks: tuple[Block, ...] = ()
+    path: str = ""
+
+    def __repr__(self) -> str:
+        return f"Article(name={self.name!r}, title={_short(self.title)!r}, blocks={len(self.blocks)})"
+
+    def meta(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("text")
+        d.pop("blocks")
+        return d
+
+
+@dataclass(frozen=True, repr=False)
+class Chunk:
+    """A piece of one article sized for the prompt; ``text == article.text[start:end]``."""
+
+    chunk_id: str
+    article: str
+    title: str
+    start: int
+    end: int
+    text: str
+    sentences: tuple[tuple[int, int], ...] = ()  # sentence spans, absolute offsets into the article
+
+    def __repr__(self) -> str:
+        return f"Chunk({self.chunk_id!r}, {self.start}:{self.end}, {_short(self.text)!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["sentences"] = [list(s) for s in self.sentences]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Chunk:
+        return cls(**{**d, "sentences": tuple(tuple(s) for s in d.get("sentences", ()))})
+
+
+@dataclass(frozen=True, repr=False)
+class Passage:
+    """A retrieved chunk with its rank and fused score."""
+
+    rank: int
+    chunk: Chunk
+    score: float
+    dense_rank: int | None = None
+    lexical_rank: int | None = None
+
+    def __repr__(self) -> str:
+        return f"Passage(rank={self.rank}, {self.chunk.chunk_id!r}, score={self.score:.4f})"
+
+    @property
+    def article(self) -> str:
+        return self.chunk.article
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.chunk
+        return {"rank": self.rank, "article": c.article, "title": c.title, "chunk_id": c.chunk_id,
+                "start": c.start, "end": c.end, "score": round(self.score, 6), "text": c.text}
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A span given to the LLM as numbered context ``[marker]``: one or a few sentences of a chunk."""
+
+    marker: int
+    chunk: Chunk
+    start: int
+    end: int
+    text: str  # == article text[start:end]
+    relevance: float = 0.0
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A marker in the answer resolved to the exact span of the article that supports it."""
+
+    marker: int
+    article: str
+    title: str
+    chunk_id: str
+    start: int
+    end: int
+    quote: str  # == original article text[start:end]
+    support: float = 0.0  # how well the cited quote supports the sentence(s) citing it, 0..1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"marker": self.marker, "article": self.article, "title": self.title,
+                "chunk_id": self.chunk_id, "start": self.start, "end": self.end, "quote": self.quote,
+                "support": round(self.support, 3)}
+
+
+@dataclass(frozen=True)
+class SentenceCheck:
+    """One sentence of the answer, the markers it carries and whether the cited quotes support it."""
+
+    text: str
+    markers: tuple[int, ...]
+    support: float
+    supported: bool
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The verified answer, in the shape of the ``rag ask --json`` contract (see ``to_dict``)."""
+
+    question: str
+    answer: str
+    answerable: bool
+    citations: tuple[Citation, ...]
+    passages: tuple[Passage, ...]
+    timings: dict[str, float] = field(default_factory=dict)
+    model: str = ""
+    raw_answer: str = ""  # what the model generated, before verification
+    sentences: tuple[SentenceCheck, ...] = ()
+    rewritten_question: str | None = None  # the standalone question used for retrieval, for follow-ups
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "question": self.question,
+            "answer": self.answer,
+            "answerable": self.answerable,
+            "citations": [c.to_dict() for c in self.citations],
+            "passages": [p.to_dict() for p in self.passages],
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "model": self.model,
+            "raw_answer": self.raw_answer,
+            "sentences": [asdict(s) for s in self.sentences],
+            "rewritten_question": self.rewritten_question,
+            "usage": {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens},
+            "cached": self.cached,
+        }

@@ -1,0 +1,111 @@
+"""The one settings object: defaults < config file (``rag.toml``) < environment (``RAG_*``) < CLI flags.
+
+Settings that shape the index (embedder, chunking) are hashed into ``index_key`` and recorded in the
+manifest, so a changed chunk size or embedder can never silently reuse a stale index.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+DEFAULT_MODEL = "qwen2.5-coder-1.5b"
+
+
+def _cache_home() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rag-news"
+
+
+@dataclass(frozen=True)
+class Settings:
+    # corpus and index
+    index_dir: Path = Path("index")
+    corpus: Path = Path("seeds")
+    embedder: str = DEFAULT_EMBEDDER  # a bundled name or a local sentence-transformers folder
+    chunk_size: int = 700  # characters; ~150 tokens, so 4 chunks fit a small model's budget
+    chunk_overlap: int = 100
+    index_type: str = "auto"  # auto | flat | hnsw
+    max_file_bytes: int = 5_000_000
+    # retrieval
+    k: int = 4  # passages retrieved (chunks)
+    candidates: int = 30  # per retriever, before fusion
+    rrf_k: int = 60
+    # prompt
+    context_tokens: int = 220  # budget for the evidence sentences in the prompt (~9 ms/token to process)
+    max_evidence: int = 6
+    # generation
+    model: str = DEFAULT_MODEL  # a bundled name or a path to any GGUF instruct model
+    backend: str = "llama"  # llama | openai
+    base_url: str = ""  # for backend=openai, e.g. http://127.0.0.1:8080/v1
+    api_key: str = "not-needed"
+    n_ctx: int = 2048
+    n_threads: int = 2
+    temperature: float = 0.0
+    max_tokens: int = 160
+    seed: int = 0
+    cache_dir: Path = dataclasses.field(default_factory=_cache_home)
+    # verification
+    support_threshold: float = 0.5
+    # guards
+    max_question_chars: int = 2000
+    answer_cache_size: int = 256
+
+    @property
+    def index_key(self) -> dict[str, Any]:
+        """The settings that shape the stored index."""
+        return {"embedder": self.embedder, "chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap}
+
+    @property
+    def index_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.index_key, sort_keys=True).encode()).hexdigest()[:12]
+
+    def replace(self, **changes: Any) -> Settings:
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **{k: _coerce(k, v) for k, v in changes.items()})
+
+    @classmethod
+    def load(cls, config: str | Path | None = None, **overrides: Any) -> Settings:
+        """Build settings from the config file, then ``RAG_*`` environment variables, then ``overrides``."""
+        values: dict[str, Any] = {}
+        path = Path(config) if config else Path(os.environ.get("RAG_CONFIG", "rag.toml"))
+        if config and not path.is_file():
+            raise InputError(f"config file {path} not found")
+        if path.is_file():
+            try:
+                values.update(tomllib.loads(path.read_text(encoding="utf-8")))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+                raise InputError(f"config file {path} is not valid TOML: {e}") from e
+        names = {f.name for f in fields(cls)}
+        for name in names:
+            env = os.environ.get(f"RAG_{name.upper()}")
+            if env is not None:
+                values[name] = env
+        unknown = set(values) - names
+        if unknown:
+            raise InputError(f"unknown setting(s) {sorted(unknown)} in {path}; known: {sorted(names)}")
+        return cls().replace(**values).replace(**overrides)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = {f.name: f.type for f in fields(Settings)}.get(name)
+    if kind is None:
+        raise InputError(f"unknown setting {name!r}")
+    try:
+        if kind == "Path":
+            return Path(value).expanduser()
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"setting {name}={value!r} is not a valid {kind}") from e

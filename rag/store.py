@@ -1,0 +1,365 @@
+"""The index on disk: chunks, their vectors, a FAISS index and a manifest, swapped in atomically.
+
+Layout of ``index_dir``::
+
+    CURRENT            name of the live version folder (replaced atomically with os.replace)
+    v-<time>-<id>/     manifest.json, articles.jsonl, chunks.jsonl, vectors.npy, faiss.index
+    uploads/           articles added from the UI (indexed with the corpus by default)
+    .lock              serialises writers
+
+A writer builds a complete new version folder, fsyncs it, then points CURRENT at it; a crash at any
+moment leaves the previous version loadable, and the next writer removes the half-written folder.
+Unchanged articles (same name and sha256) keep their chunks and vectors: only new or changed ones are
+embedded.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .chunk import chunk_article
+from .errors import IndexCorruptError, IndexMismatchError, IndexMissingError, InputError, RagError
+from .ingest import iter_paths, load_article
+from .records import Article, Block, Chunk
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+HNSW_MIN_VECTORS = 50_000  # below this an exact search is faster than HNSW and exact (see rag bench)
+
+
+@dataclass
+class IndexReport:
+    """What one ``rag index`` run did."""
+
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    embedded_chunks: int = 0
+    total_chunks: int = 0
+    total_articles: int = 0
+    rebuilt_reason: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.removed)
+
+    def summary(self) -> str:
+        if not self.changed and not self.rebuilt_reason:
+            head = f"index up to date: nothing re-embedded ({self.total_articles} articles, " \
+                   f"{self.total_chunks} chunks)"
+        else:
+            head = (f"indexed {self.total_articles} articles, {self.total_chunks} chunks: "
+                    f"{len(self.added)} added, {len(self.updated)} changed, {len(self.removed)} removed, "
+                    f"{len(self.unchanged)} unchanged; embedded {self.embedded_chunks} chunks "
+                    f"in {self.seconds:.1f}s")
+        if self.rebuilt_reason:
+            head += f" (full rebuild: {self.rebuilt_reason})"
+        return head
+
+
+class IndexStore:
+    """A loaded, read-only version of the index."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any], articles: dict[str, Article],
+                 chunks: list[Chunk], vectors: np.ndarray, faiss_index: Any) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.articles = articles
+        self.chunks = chunks
+        self.vectors = vectors
+        self.faiss_index = faiss_index
+
+    def __repr__(self) -> str:
+        return f"IndexStore({str(self.path)!r}, articles={len(self.articles)}, chunks={len(self.chunks)})"
+
+    @property
+    def version(self) -> str:
+        return self.path.name
+
+    def search(self, query: np.ndarray, n: int) -> list[tuple[int, float]]:
+        """Top ``n`` chunk positions by inner product with the (normalised) query vector."""
+        if not self.chunks:
+            return []
+        scores, ids = self.faiss_index.search(query.reshape(1, -1).astype(np.float32), min(n, len(self.chunks)))
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    @classmethod
+    def load(cls, index_dir: Path, settings: Settings | None = None) -> IndexStore:
+        """Load the live version; check it against the settings and say what to do on a mismatch."""
+        import faiss
+
+        settings = settings or Settings()
+        version_dir = current_version(index_dir)
+        fix = f"run 'rag index --index-dir {index_dir} --rebuild'"
+        try:
+            manifest = json.loads((version_dir / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise IndexCorruptError(f"index manifest in {version_dir} is unreadable ({e}); {fix}") from e
+        check_manifest(manifest, settings, index_dir)
+        try:
+            articles = {a.name: a for a in _read_articles(version_dir / "articles.jsonl")}
+            chunks = [Chunk.from_dict(json.loads(line)) for line in
+                      (version_dir / "chunks.jsonl").read_text(encoding="utf-8").splitlines() if line]
+            vectors = np.load(version_dir / "vectors.npy", allow_pickle=False)
+            faiss_index = faiss.read_index(str(version_dir / "faiss.index"))
+        except Exception as e:  # noqa: BLE001 - any read failure of these files is corruption
+            raise IndexCorruptError(f"index files in {version_dir} are unreadable or truncated ({e}); "
+                                    f"{fix}") from e
+        n = len(chunks)
+        if vectors.shape != (n, manifest["embedder"]["dim"]) or faiss_index.ntotal != n \
+                or n != manifest.get("chunks"):
+            raise IndexCorruptError(f"index files in {version_dir} disagree ({n} chunks, vectors "
+                                    f"{vectors.shape}, faiss {faiss_index.ntotal}); {fix}")
+        if hasattr(faiss_index, "hnsw"):
+            faiss_index.hnsw.efSearch = 64
+        return cls(version_dir, manifest, articles, chunks, vectors, faiss_index)
+
+
+def current_version(index_dir: Path) -> Path:
+    pointer = index_dir / "CURRENT"
+    if not pointer.is_file():
+        raise IndexMissingError(f"no index at {index_dir}/; run 'rag index seeds/ --index-dir {index_dir}' "
+                                "first")
+    name = pointer.read_text(encoding="utf-8").strip()
+    version_dir = index_dir / name
+    if not name or not version_dir.is_dir():
+        raise IndexCorruptError(f"{pointer} names a missing version {name!r}; run 'rag index --index-dir "
+                                f"{index_dir} --rebuild'")
+    return version_dir
+
+
+def check_manifest(manifest: dict[str, Any], settings: Settings, index_dir: Path) -> None:
+    fix = f"run 'rag index --index-dir {index_dir} --rebuild' to rebuild it with the current settings"
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise IndexMismatchError(f"index at {index_dir} has format version {manifest.get('format_version')}, "
+                                 f"this rag reads version {FORMAT_VERSION}; {fix}")
+    emb = manifest.get("embedder", {})
+    if emb.get("name") != settings.embedder:
+        raise IndexMismatchError(f"index at {index_dir} was built with embedder {emb.get('name')!r}, "
+                                 f"settings ask for {settings.embedder!r}; {fix}")
+    chunking = manifest.get("chunking", {})
+    want = {"chunk_size": settings.chunk_size, "chunk_overlap": settings.chunk_overlap}
+    if chunking != want:
+        raise IndexMismatchError(f"index at {index_dir} was built with chunking {chunking}, settings ask "
+                                 f"for {want}; {fix}")
+
+
+@contextmanager
+def write_lock(index_dir: Path) -> Iterator[None]:
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with open(index_dir / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def default_paths(settings: Settings) -> list[Path]:
+    paths = [settings.corpus]
+    uploads = settings.index_dir / "uploads"
+    if uploads.is_dir() and any(uploads.iterdir()):
+        paths.append(uploads)
+    return paths
+
+
+def build_index(paths: Iterable[Path], settings: Settings, embedder: Any = None, *, rebuild: bool = False,
+                keep_existing: bool = False, progress: Callable[[str], None] | None = None) -> IndexReport:
+    """Bring the index in ``settings.index_dir`` up to date with the articles under ``paths``.
+
+    ``keep_existing`` adds to the index (articles not under ``paths`` stay); otherwise the index holds
+    exactly the given articles and others are dropped. Bad files are skipped with a reason.
+    """
+    t0 = time.perf_counter()
+    index_dir = settings.index_dir
+    say = progress or (lambda msg: None)
+    files = list(iter_paths(paths))
+    report = IndexReport()
+    articles: dict[str, Article] = {}
+    for f in files:
+        try:
+            a = load_article(f, settings.max_file_bytes)
+        except InputError as e:
+            report.skipped.append((str(f), str(e)))
+            continue
+        if a.name in articles:
+            report.skipped.append((str(f), f"{f}: another article is already named {a.name!r}; rename it"))
+            continue
+        articles[a.name] = a
+    with write_lock(index_dir):
+        old = _load_previous(index_dir, settings, rebuild, report)
+        if keep_existing and old is not None:
+            for name, a in old.articles.items():
+                articles.setdefault(name, a)
+        if not articles:
+            where = ", ".join(str(p) for p in paths)
+            raise InputError(f"no usable articles in {where} (.txt, .md or .html; "
+                             f"{len(report.skipped)} skipped)")
+        old_by_article: dict[str, list[int]] = {}
+        if old is not None:
+            for i, c in enumerate(old.chunks):
+                old_by_article.setdefault(c.article, []).append(i)
+        chunks: list[Chunk] = []
+        rows: list[np.ndarray | int] = []  # per chunk: its old vector, or its position in to_embed
+        to_embed: list[Chunk] = []
+        for name in sorted(articles):
+            a = articles[name]
+            prev = old.articles.get(name) if old is not None else None
+            if old is not None and prev is not None and prev.sha256 == a.sha256:
+                report.unchanged.append(name)
+                for i in old_by_article.get(name, []):
+                    chunks.append(old.chunks[i])
+                    rows.append(old.vectors[i])
+                continue
+            (report.updated if prev is not None else report.added).append(name)
+            for c in chunk_article(a, settings.chunk_size, settings.chunk_overlap):
+                chunks.append(c)
+                rows.append(len(to_embed))
+                to_embed.append(c)
+        if old is not None:
+            report.removed = sorted(set(old.articles) - set(articles))
+        dim = old.vectors.shape[1] if old is not None else 0
+        new_vecs = np.zeros((0, dim), np.float32)
+        if to_embed:
+            if embedder is None:
+                from .embed import get_embedder
+
+                embedder = get_embedder(settings.embedder)
+            say(f"embedding {len(to_embed)} chunks from {len(report.added) + len(report.updated)} articles")
+            new_vecs = embedder.embed([c.text for c in to_embed])
+            dim = embedder.dim
+        report.embedded_chunks = len(to_embed)
+        vectors = np.stack([new_vecs[r] if isinstance(r, int) else r for r in rows]).astype(np.float32) \
+            if rows else np.zeros((0, dim), np.float32)
+        report.total_chunks = len(chunks)
+        report.total_articles = len(articles)
+        if old is not None and not report.changed and report.rebuilt_reason is None:
+            report.seconds = time.perf_counter() - t0
+            return report  # nothing to write: the live version stays
+        _write_version(index_dir, settings, articles, chunks, vectors,
+                       settings.embedder)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _load_previous(index_dir: Path, settings: Settings, rebuild: bool, report: IndexReport) -> IndexStore | None:
+    _remove_stale_versions(index_dir)
+    if rebuild:
+        report.rebuilt_reason = "--rebuild" if (index_dir / "CURRENT").exists() else None
+        return None
+    try:
+        return IndexStore.load(index_dir, settings)
+    except IndexMissingError:
+        return None
+    except RagError as e:
+        report.rebuilt_reason = str(e).split(";")[0]
+        log.warning("previous index not reusable (%s); rebuilding from scratch", report.rebuilt_reason)
+        return None
+
+
+def make_faiss_index(vectors: np.ndarray, index_type: str = "auto") -> tuple[Any, str]:
+    """An exact inner-product index for small corpora, HNSW above ``HNSW_MIN_VECTORS``."""
+    import faiss
+
+    n, dim = vectors.shape
+    kind = index_type if index_type != "auto" else ("hnsw" if n >= HNSW_MIN_VECTORS else "flat")
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+    elif kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    else:
+        raise InputError(f"unknown index_type {index_type!r}; use auto, flat or hnsw")
+    if n:
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index, kind
+
+
+def _write_version(index_dir: Path, settings: Settings, articles: dict[str, Article], chunks: list[Chunk],
+                   vectors: np.ndarray, embedder_name: str) -> Path:
+    import faiss
+
+    name = f"v-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    tmp = index_dir / f".tmp-{name}"
+    tmp.mkdir(parents=True)
+    faiss_index, kind = make_faiss_index(vectors, settings.index_type)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "embedder": {"name": embedder_name, "dim": int(vectors.shape[1])},
+        "chunking": {"chunk_size": settings.chunk_size, "chunk_overlap": settings.chunk_overlap},
+        "splitter": "langchain_text_splitters.RecursiveCharacterTextSplitter",
+        "index_type": kind,
+        "chunks": len(chunks),
+        "articles": {n: {"sha256": a.sha256, "title": a.title, "chunks": sum(c.article == n for c in chunks)}
+                     for n, a in sorted(articles.items())},
+    }
+    with open(tmp / "articles.jsonl", "w", encoding="utf-8") as fh:
+        for a in articles.values():
+            fh.write(json.dumps({**a.meta(), "text": a.text, "blocks": [[b.start, b.end] for b in a.blocks]},
+                                ensure_ascii=False) + "\n")
+    with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as fh:
+        for c in chunks:
+            fh.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
+    np.save(tmp / "vectors.npy", vectors)
+    faiss.write_index(faiss_index, str(tmp / "faiss.index"))
+    # The manifest goes last: a version folder without one was never finished.
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+    for f in tmp.iterdir():
+        _fsync(f)
+    final = index_dir / name
+    os.replace(tmp, final)
+    pointer_tmp = index_dir / f".CURRENT.{uuid.uuid4().hex[:6]}"
+    pointer_tmp.write_text(name + "\n", encoding="utf-8")
+    _fsync(pointer_tmp)
+    os.replace(pointer_tmp, index_dir / "CURRENT")
+    _fsync(index_dir)
+    _remove_stale_versions(index_dir)
+    return final
+
+
+def _remove_stale_versions(index_dir: Path) -> None:
+    """Delete half-written and superseded version folders (called with the write lock held)."""
+    try:
+        live = (index_dir / "CURRENT").read_text(encoding="utf-8").strip()
+    except OSError:
+        live = ""
+    for p in index_dir.glob("*"):
+        if (p.name.startswith(".tmp-v-") or p.name.startswith("v-")) and p.name != live and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.name.startswith(".CURRENT."):
+            p.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_articles(path: Path) -> Iterator[Article]:
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line:
+            d = json.loads(line)
+            d["blocks"] = tuple(Block(s, e) for s, e in d.get("blocks", ()))
+            yield Article(**d)
