@@ -183,5 +183,88 @@ def report(settings: Settings, questions_file: Path, out: Path, fmt: str, k: int
     click.echo(f"wrote {len(answers)} answers to {out}")
 
 
+@main.command()
+@click.option("--assemble", is_flag=True, help="Assemble and verify the installed bundled models now.")
+@common
+def models(settings: Settings, assemble: bool) -> None:
+    """List the bundled GGUF models; with --assemble, build them once into the cache folder.
+
+    \b
+    Example:
+      rag models --assemble
+    """
+    from .llm import BUNDLED, installed_models, model_path
+
+    installed = installed_models()
+    for name, m in BUNDLED.items():
+        state = "installed" if name in installed else "not installed"
+        if assemble and name in installed:
+            state = f"ready at {model_path(name, settings)}"
+        default = " (default)" if name == settings.model else ""
+        click.echo(f"{name}{default}: {state}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=7860, show_default=True, type=int)
+@click.option("--model", default=None, help="Bundled model name or a GGUF path.")
+@common
+def ui(settings: Settings, host: str, port: int, model: str | None) -> None:
+    """Start the chat UI and the HTTP API (Gradio API and POST /v1/chat/completions).
+
+    \b
+    Example:
+      rag ui --port 7860
+    """
+    from ui.app import serve
+
+    serve(settings.replace(model=model), host=host, port=port)
+
+
+@main.command(name="eval")
+@click.option("--gold", type=click.Path(path_type=Path, dir_okay=False), default=Path("eval/gold.jsonl"),
+              show_default=True)
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Output folder (default: eval/runs/<time>).")
+@click.option("--limit", type=int, default=None, help="Only the first N questions.")
+@click.option("--model", default=None, help="Bundled model name or a GGUF path.")
+@click.option("--k", type=int, default=None, help="Passages to retrieve.")
+@click.option("--retrieval", is_flag=True, help="Only score retrieval (dense, BM25, fused); no LLM.")
+@click.option("--compare", nargs=2, type=click.Path(path_type=Path, file_okay=False), default=None,
+              metavar="OLD_DIR NEW_DIR", help="Compare two finished runs.")
+@common
+def eval_(settings: Settings, gold: Path, out: Path | None, limit: int | None, model: str | None,
+          k: int | None, retrieval: bool, compare: tuple[Path, Path] | None) -> None:
+    """Score the assistant on a gold question file; write results.jsonl, summary.json and report.md.
+
+    \b
+    Examples:
+      rag eval --limit 10
+      rag eval --retrieval
+      rag eval --compare eval/runs/old eval/runs/new
+    """
+    from . import evaluate
+
+    evaluate.cli(settings.replace(model=model), gold=gold, out=out, limit=limit, k=k, retrieval=retrieval,
+                 compare=compare, echo=click.echo)
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("bench"),
+              show_default=True)
+@click.option("--quick", is_flag=True, help="Smaller sizes and fewer runs (a smoke test).")
+@common
+def bench(settings: Settings, out: Path, quick: bool) -> None:
+    """Measure speed: ingestion, retrieval scaling, time to first token, cold start, memory.
+
+    \b
+    Example:
+      rag bench --out bench/
+    """
+    from . import bench as bench_mod
+
+    bench_mod.cli(settings, out=out, quick=quick, echo=click.echo)
+
+
 if __name__ == "__main__":
     main()
