@@ -15,7 +15,7 @@ from typing import Any
 
 from .cite import verify
 from .errors import RagError
-from .llm import LLM, get_llm
+from .llm import LLM, get_llm, model_path
 from .prompt import (
     REFUSAL,
     build_messages,
@@ -59,6 +59,7 @@ class Assistant:
         self._retriever: Retriever | None = None
         self._cache: OrderedDict[tuple[Any, ...], Answer] = OrderedDict()
         self._lock = threading.RLock()
+        self.load_timings: dict[str, float] = {}  # seconds per part, filled by load()
 
     # -- lazily loaded parts -------------------------------------------------------------------------
     @property
@@ -94,9 +95,47 @@ class Assistant:
             self._retriever = None
             self._cache.clear()
 
+    def load(self) -> None:
+        """Load the index, embedder and LLM now, the LLM in a background thread.
+
+        A cold start then waits for the slower of the embedder (torch import, 5-9 s) and the LLM
+        (1-3 s) rather than their sum: llama.cpp loads in C with the GIL released.
+        """
+        t0 = time.perf_counter()
+        timings = self.load_timings
+        if self._store is None:
+            _ = self.store  # first: a missing or corrupt index fails fast, before any model loads
+            timings["index_s"] = time.perf_counter() - t0
+        loader: threading.Thread | None = None
+        failure: list[BaseException] = []
+        if self._llm is None:
+            if self.settings.backend == "llama":
+                model_path(self._model or self.settings.model, self.settings)  # a wrong path fails now
+            def load_llm() -> None:
+                t = time.perf_counter()
+                try:
+                    self._llm = get_llm(self.settings, self._model)
+                except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
+                    failure.append(e)
+                timings["llm_s"] = time.perf_counter() - t
+
+            loader = threading.Thread(target=load_llm, name="rag-llm-loader", daemon=True)
+            loader.start()
+        try:
+            t = time.perf_counter()
+            _ = self.embedder
+            timings["embedder_s"] = time.perf_counter() - t
+            _ = self.retriever
+        finally:
+            if loader is not None:
+                loader.join()
+        if failure:
+            raise failure[0]
+        timings["load_s"] = time.perf_counter() - t0
+
     def warm_up(self) -> None:
         """Load everything and put the system prompt into the LLM's cache."""
-        _ = self.retriever
+        self.load()
         for _ in self.llm.stream_chat(build_messages("warm up", []), max_tokens=1):
             pass
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-
-from langchain_text_splitters import RecursiveCharacterTextSplitter
+from typing import TYPE_CHECKING
 
 from .records import Article, Chunk
+
+if TYPE_CHECKING:
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 # Paragraphs, then lines, then sentence ends, then words: a chunk breaks at the largest unit that fits.
 _SEPARATORS = [r"\n\s*\n", r"\n", r"(?<=[.!?…][\"'”’)\]])\s+|(?<=[.!?…])\s+", r"\s+", ""]
@@ -22,6 +24,10 @@ _ABBREV = re.compile(r"\b(?:Mr|Mrs|Ms|Dr|Prof|Sr|Jr|St|Co|Corp|Inc|Ltd|No|vs|etc
 
 
 def splitter(chunk_size: int, chunk_overlap: int) -> RecursiveCharacterTextSplitter:
+    # Imported here: langchain costs ~0.7 s of start-up that answering (which only needs
+    # sentence_spans) never uses.
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
     return RecursiveCharacterTextSplitter(
         chunk_size=chunk_size, chunk_overlap=chunk_overlap, separators=_SEPARATORS,
         is_separator_regex=True, keep_separator=True, strip_whitespace=True,
@@ -49,20 +55,34 @@ def chunk_article(article: Article, chunk_size: int = 700, chunk_overlap: int = 
     chunks: list[Chunk] = []
     for s_start, s_end in sections(article):
         section = article.text[s_start:s_end]
-        cursor = 0
+        prev_start, prev_end = -1, 0
         for piece in split.split_text(section):
-            at = section.find(piece, cursor)
-            if at < 0:  # cannot happen with keep_separator; guard the offset contract anyway
-                at = section.find(piece)
+            at = _locate(section, piece, prev_start, prev_end, chunk_overlap)
             if at < 0:
                 raise AssertionError(f"chunk not found in {article.name}: {piece[:40]!r}")
             start, end = s_start + at, s_start + at + len(piece)
-            cursor = at + 1
+            prev_start, prev_end = at, at + len(piece)
             chunks.append(Chunk(
                 chunk_id=f"{stem}#{len(chunks)}", article=article.name, title=article.title,
                 start=start, end=end, text=piece, sentences=tuple(sentence_spans(article.text, start, end)),
             ))
     return chunks
+
+
+def _locate(section: str, piece: str, prev_start: int, prev_end: int, overlap: int) -> int:
+    """Where the splitter took ``piece`` from, given the previous piece's span.
+
+    A plain ``find`` after the previous start goes wrong in repetitive text (a sentence repeated
+    every 41 characters): each chunk would map to an earlier copy and the end of the article would
+    be covered by no chunk. The splitter overlaps pieces by at most ``overlap`` characters and skips
+    only whitespace, so the piece starts in [prev_end - overlap, the next non-space after prev_end];
+    the latest such copy is taken.
+    """
+    nonspace = len(section) - len(section[prev_end:].lstrip())
+    at = section.rfind(piece, max(0, prev_end - overlap), nonspace + len(piece))
+    if at < 0:  # not expected; any exact copy still keeps the offset contract
+        at = section.find(piece, prev_start + 1)
+    return at if at >= 0 else section.find(piece)
 
 
 def sentence_spans(text: str, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int]]:

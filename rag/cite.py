@@ -48,7 +48,8 @@ def is_refusal(text: str) -> bool:
 
 def split_sentences(answer: str) -> list[str]:
     """Answer sentences, each with the markers that follow it (". [1]" and "[1]." both work)."""
-    text = re.sub(r"([.!?])\s*((?:\[\d+(?:\s*[,;]\s*\d+)*\]\s*)+)", r" \2\1 ", answer.strip())
+    text = re.sub(r"([.!?])\s*((?:\[\d+(?:\s*[,;]\s*\d+)*\]\s*)+)",
+                  lambda m: f" {m.group(2).strip()}{m.group(1)} ", answer.strip())
     return [text[s:e].strip() for s, e in sentence_spans(text)]
 
 

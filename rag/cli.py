@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -124,7 +126,10 @@ def ask(settings: Settings, question: str, k: int | None, model: str | None, bac
     from .answer import Answer, Assistant, Token
     from .report import single_markdown
 
+    imported_at = time.time()
     assistant = Assistant(_settings_with(settings, model, backend, base_url))
+    assistant.load()
+    loaded = time.perf_counter()
     streaming = not (as_json or markdown) and sys.stdout.isatty()
     answer = None
     for event in assistant.stream(question, k=k):
@@ -133,6 +138,9 @@ def ask(settings: Settings, question: str, k: int | None, model: str | None, bac
         elif isinstance(event, Answer):
             answer = event
     assert answer is not None
+    if os.environ.get("RAG_TRACE_STARTUP"):  # read by `rag bench` to split a cold start into its parts
+        trace = {"imported_at": imported_at, **assistant.load_timings, "answer_s": time.perf_counter() - loaded}
+        click.echo("rag-startup " + json.dumps(trace), err=True)
     if as_json:
         click.echo(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
     elif markdown:

@@ -169,7 +169,7 @@ def iter_paths(paths: Iterable[Path]) -> Iterator[Path]:
 
 def html_to_text(html: str) -> tuple[str, str | None]:
     """Extract readable text from HTML: block elements joined by blank lines, scripts and nav dropped."""
-    from selectolax.parser import HTMLParser
+    from selectolax.lexbor import LexborHTMLParser as HTMLParser  # selectolax >= 1.0 dropped .parser
 
     tree = HTMLParser(html)
     title_node = tree.css_first("h1") or tree.css_first("title")
@@ -182,7 +182,7 @@ def html_to_text(html: str) -> tuple[str, str | None]:
     parts: list[str] = []
     if root is not None:
         for node in root.css("h1, h2, h3, h4, p, li, blockquote, pre, td"):
-            if node.css_first("p, li") is not None:
+            if len(node.css("p, li")) > (node.tag in ("p", "li")):  # lexbor's css() matches the node too
                 continue  # the text is picked up from the inner block
             t = " ".join(node.text(separator=" ").split())
             if t:

@@ -72,7 +72,8 @@ def model_path(name_or_path: str, settings: Settings | None = None) -> Path:
                              f"({', '.join(BUNDLED)}); pass --model PATH.gguf")
         with open(path, "rb") as fh:
             if fh.read(4) != b"GGUF":
-                raise ModelError(f"{path} is not a GGUF model file")
+                raise ModelError(f"{path} is not a GGUF model file; pass --model with a .gguf file or a "
+                                 f"bundled model name ({', '.join(BUNDLED)})")
         return path
     target = settings.cache_dir / "models" / model.file_name
     stamp = target.with_suffix(".sha256")

@@ -17,7 +17,7 @@ from .store import IndexStore
 
 logging.getLogger("bm25s").setLevel(logging.WARNING)
 
-_TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+(?:[-'’][^\W\d_]+)*\d*[a-z]*|\w+", re.UNICODE)
+_TOKEN = re.compile(r"\d+(?:[.,]\d+)*[^\W\d_]*|[^\W\d_]+(?:[-'’][^\W\d_]+)*\d*[a-z]*|\w+", re.UNICODE)
 STOPWORDS = frozenset(
     "a an and are as at be been but by did do does for from had has have he her his how i if in into is it "
     "its of on or our she so than that the their them then there these they this to was we were what when "

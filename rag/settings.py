@@ -33,7 +33,7 @@ class Settings:
     embedder: str = DEFAULT_EMBEDDER  # a bundled name or a local sentence-transformers folder
     chunk_size: int = 700  # characters; ~150 tokens, so 4 chunks fit a small model's budget
     chunk_overlap: int = 100
-    index_type: str = "auto"  # auto | flat | hnsw
+    index_type: str = "auto"  # auto | flat | hnsw | ivf (auto: flat below store.APPROX_MIN_VECTORS)
     max_file_bytes: int = 5_000_000
     # retrieval
     k: int = 4  # passages retrieved (chunks)

@@ -39,7 +39,13 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-HNSW_MIN_VECTORS = 50_000  # below this an exact search is faster than HNSW and exact (see rag bench)
+# The automatic index choice, from `rag bench` (2 cores, 384 dims, single queries; see bench/bench.md):
+# TUNED_BELOW_FROM_DATA
+APPROX_MIN_VECTORS = 200_000
+APPROX_KIND = "ivf"
+APPROXIMATE_KINDS = ("hnsw", "ivf")
+HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 64
+IVF_LISTS_PER_SQRT_N, IVF_NPROBE, IVF_TRAIN_PER_LIST = 4, 16, 40
 
 
 @dataclass
@@ -116,8 +122,7 @@ class IndexStore:
         check_manifest(manifest, settings, index_dir)
         try:
             articles = {a.name: a for a in _read_articles(version_dir / "articles.jsonl")}
-            chunks = [Chunk.from_dict(json.loads(line)) for line in
-                      (version_dir / "chunks.jsonl").read_text(encoding="utf-8").splitlines() if line]
+            chunks = [Chunk.from_dict(json.loads(line)) for line in _jsonl_lines(version_dir / "chunks.jsonl")]
             vectors = np.load(version_dir / "vectors.npy", allow_pickle=False)
             faiss_index = faiss.read_index(str(version_dir / "faiss.index"))
         except Exception as e:  # noqa: BLE001 - any read failure of these files is corruption
@@ -128,8 +133,7 @@ class IndexStore:
                 or n != manifest.get("chunks"):
             raise IndexCorruptError(f"index files in {version_dir} disagree ({n} chunks, vectors "
                                     f"{vectors.shape}, faiss {faiss_index.ntotal}); {fix}")
-        if hasattr(faiss_index, "hnsw"):
-            faiss_index.hnsw.efSearch = 64
+        tune_for_search(faiss_index)
         return cls(version_dir, manifest, articles, chunks, vectors, faiss_index)
 
 
@@ -275,22 +279,54 @@ def _load_previous(index_dir: Path, settings: Settings, rebuild: bool, report: I
         return None
 
 
+def auto_index_kind(n: int) -> str:
+    """Exact search while it is fast enough, an approximate index from ``APPROX_MIN_VECTORS`` on."""
+    return APPROX_KIND if n >= APPROX_MIN_VECTORS else "flat"
+
+
 def make_faiss_index(vectors: np.ndarray, index_type: str = "auto") -> tuple[Any, str]:
-    """An exact inner-product index for small corpora, HNSW above ``HNSW_MIN_VECTORS``."""
+    """An inner-product index of ``vectors``: flat (exact), hnsw or ivf; "auto" picks by size."""
     import faiss
 
     n, dim = vectors.shape
-    kind = index_type if index_type != "auto" else ("hnsw" if n >= HNSW_MIN_VECTORS else "flat")
+    kind = auto_index_kind(n) if index_type == "auto" else index_type
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 80
+        index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    elif kind == "ivf":
+        nlist = max(1, min(int(IVF_LISTS_PER_SQRT_N * np.sqrt(n)), n // IVF_TRAIN_PER_LIST))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        # k-means on a sample: IVF_TRAIN_PER_LIST points per list is enough for the centroids and
+        # keeps training at 1M vectors to about a minute on 2 cores.
+        rng = np.random.default_rng(0)
+        sample = vectors if n <= nlist * IVF_TRAIN_PER_LIST else \
+            vectors[np.sort(rng.choice(n, nlist * IVF_TRAIN_PER_LIST, replace=False))]
+        if n:
+            index.train(sample)
     elif kind == "flat":
         index = faiss.IndexFlatIP(dim)
     else:
-        raise InputError(f"unknown index_type {index_type!r}; use auto, flat or hnsw")
+        raise InputError(f"unknown index_type {index_type!r}; use auto, flat, hnsw or ivf")
     if n:
-        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        index.add(vectors)
+    tune_for_search(index)
     return index, kind
+
+
+def tune_for_search(faiss_index: Any) -> dict[str, int]:
+    """Set the search-time parameters of an approximate index (also on load, so a change applies to
+    existing indexes); return them for the manifest and the bench."""
+    import faiss
+
+    if hasattr(faiss_index, "hnsw"):
+        faiss_index.hnsw.efSearch = HNSW_EF_SEARCH
+        return {"M": HNSW_M, "efConstruction": faiss_index.hnsw.efConstruction, "efSearch": HNSW_EF_SEARCH}
+    ivf = faiss.try_extract_index_ivf(faiss_index) if hasattr(faiss_index, "nprobe") else None
+    if ivf is not None:
+        ivf.nprobe = min(IVF_NPROBE, ivf.nlist)
+        return {"nlist": int(ivf.nlist), "nprobe": int(ivf.nprobe)}
+    return {}
 
 
 def _write_version(index_dir: Path, settings: Settings, articles: dict[str, Article], chunks: list[Chunk],
@@ -308,6 +344,7 @@ def _write_version(index_dir: Path, settings: Settings, articles: dict[str, Arti
         "chunking": {"chunk_size": settings.chunk_size, "chunk_overlap": settings.chunk_overlap},
         "splitter": "langchain_text_splitters.RecursiveCharacterTextSplitter",
         "index_type": kind,
+        "index_params": tune_for_search(faiss_index),
         "chunks": len(chunks),
         "articles": {n: {"sha256": a.sha256, "title": a.title, "chunks": sum(c.article == n for c in chunks)}
                      for n, a in sorted(articles.items())},
@@ -357,9 +394,14 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _jsonl_lines(path: Path) -> list[str]:
+    # Split on "\n" only: json.dumps(ensure_ascii=False) leaves U+2028, U+2029 and U+0085 unescaped,
+    # and str.splitlines() would cut a record there.
+    return [line for line in path.read_text(encoding="utf-8").split("\n") if line]
+
+
 def _read_articles(path: Path) -> Iterator[Article]:
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line:
-            d = json.loads(line)
-            d["blocks"] = tuple(Block(s, e) for s, e in d.get("blocks", ()))
-            yield Article(**d)
+    for line in _jsonl_lines(path):
+        d = json.loads(line)
+        d["blocks"] = tuple(Block(s, e) for s, e in d.get("blocks", ()))
+        yield Article(**d)

@@ -1,0 +1,129 @@
+"""Prompt building, marker parsing, citation narrowing and verification, with fakes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rag.answer import Assistant, Status, Token
+from rag.chunk import sentence_spans
+from rag.cite import is_refusal, markers_of, split_sentences, strip_markers, support, verify
+from rag.prompt import REFUSAL, SYSTEM_PROMPT, build_messages, looks_like_follow_up, select_evidence
+from rag.records import Chunk, Evidence
+from rag.store import IndexStore, build_index
+
+from .fakes import FakeLLM, HashEmbedder
+
+TEXT = ("Acme sold 3.2 million cars in 2023. Its chief executive is Ann Lee. "
+        "Exports doubled after a plant opened in Hungary. The weather was mild.")
+
+
+S = list(sentence_spans(TEXT))  # four sentences
+
+
+def chunk() -> Chunk:
+    return Chunk("acme#0", "acme.txt", "Acme report", 0, len(TEXT), TEXT, tuple(S))
+
+
+def evidence() -> list[Evidence]:
+    """[1] = the first two sentences, [2] = the third."""
+    c = chunk()
+    return [Evidence(1, c, S[0][0], S[1][1], TEXT[S[0][0]:S[1][1]]), Evidence(2, c, *S[2], TEXT[S[2][0]:S[2][1]])]
+
+
+def test_sentence_and_marker_parsing() -> None:
+    raw = "Acme sold 3.2 million cars [1]. Exports doubled. [2] Ann Lee leads it [1, 2]."
+    sents = split_sentences(raw)
+    assert [strip_markers(s) for s in sents] == ["Acme sold 3.2 million cars.", "Exports doubled.",
+                                                 "Ann Lee leads it."]
+    assert [markers_of(s) for s in sents] == [[1], [2], [1, 2]]
+
+
+def test_support_score_is_explainable() -> None:
+    """0.6 x word overlap + 0.4 x rescaled cosine; a missing number caps it at 0.3."""
+    # all 4 content words ("acme", "sold", "cars", "2023") in the quote, cosine 0.8 -> 0.6*1 + 0.4*1 = 1.0
+    assert support("Acme sold cars in 2023", "Acme sold 3.2 million cars in 2023.", 0.8) == pytest.approx(1.0)
+    # half the words, cosine 0.5 -> 0.6*0.5 + 0.4*0.5 = 0.5
+    assert support("Acme sold boats", "Acme sold cars", 0.5) == pytest.approx(0.6 * 2 / 3 + 0.4 * 0.5)
+    # an invented number caps support
+    assert support("Acme sold 9 million cars in 2023", TEXT, 0.9) == 0.3
+
+
+def test_verify_keeps_supported_sentences_and_narrows_quotes() -> None:
+    raw = "Acme sold 3.2 million cars in 2023 [1]. Ann Lee is the chief executive [1]."
+    v = verify(raw, evidence(), HashEmbedder(), {"acme.txt": TEXT})
+    assert v.answerable
+    assert v.answer == "Acme sold 3.2 million cars in 2023 [1]. Ann Lee is the chief executive [1]."
+    [c] = v.citations
+    assert (c.start, c.end) == (S[0][0], S[1][1])  # both sentences of evidence 1 are used: the union span
+    assert c.quote == TEXT[c.start:c.end]
+    narrow = verify("Ann Lee is the chief executive [1].", evidence(), HashEmbedder(), {"acme.txt": TEXT})
+    assert narrow.citations[0].quote == "Its chief executive is Ann Lee."  # narrowed to one sentence
+
+
+def test_verify_repairs_wrong_markers_and_drops_unsupported() -> None:
+    raw = "Exports doubled after a plant opened in Hungary [7]. Acme also builds rockets on Mars [2]."
+    v = verify(raw, evidence(), HashEmbedder(), {"acme.txt": TEXT})
+    assert v.answer == "Exports doubled after a plant opened in Hungary [1]."
+    assert v.citations[0].quote == TEXT[S[2][0]:S[2][1]]
+    assert [s.supported for s in v.sentences] == [True, False]
+
+
+def test_verify_refusal_and_invented_numbers() -> None:
+    refusal = verify(REFUSAL, evidence(), HashEmbedder(), {"acme.txt": TEXT})
+    assert not refusal.answerable and refusal.answer == REFUSAL and refusal.citations == ()
+    invented = verify("Acme sold 5.7 million cars in 2023 [1].", evidence(), HashEmbedder(), {"acme.txt": TEXT})
+    assert not invented.answerable
+    assert is_refusal("The articles do not mention the price.")
+    assert not is_refusal("Acme sold cars.")
+
+
+def test_prompt_is_compact_and_has_a_stable_prefix() -> None:
+    emb = HashEmbedder()
+    c = chunk()
+    from rag.records import Passage
+
+    texts = {"acme.txt": TEXT}
+    ev = select_evidence("Where did exports double?", [Passage(1, c, 1.0)], emb, texts, budget_tokens=12)
+    assert [e.text for e in ev] == ["Exports doubled after a plant opened in Hungary."]
+    # a sentence opening with a pronoun ("Its ...") brings the sentence it refers back to, as one span
+    ev = select_evidence("Who is the chief executive?", [Passage(1, c, 1.0)], emb, texts, budget_tokens=12)
+    assert [e.text for e in ev] == ["Acme sold 3.2 million cars in 2023. Its chief executive is Ann Lee."]
+    a = build_messages("q1", ev)
+    b = build_messages("q2", [])
+    assert a[0] == b[0] and a[0]["content"] == SYSTEM_PROMPT
+    assert a[:-1] == b[:-1]  # everything but the last message is the cached prefix
+    assert "[1] Acme sold 3.2 million cars in 2023. Its chief" in a[-1]["content"]
+
+
+def test_follow_up_detection() -> None:
+    assert looks_like_follow_up("What about Baidu?")
+    assert looks_like_follow_up("And their chips?")
+    assert not looks_like_follow_up("Which chip powers Huawei's Mate 60 series phone today?")
+
+
+def test_assistant_with_fakes(tmp_path: Path, settings, seeds_copy) -> None:
+    emb = HashEmbedder()
+    build_index([seeds_copy], settings, emb)
+    store = IndexStore.load(settings.index_dir, settings)
+    llm = FakeLLM().enqueue("Huawei's Mate 60 is powered by the Kirin 9000S chip [1].",
+                            "Which company makes the Kirin chip for Baidu?", "The articles do not say.")
+    a = Assistant(settings, store=store, embedder=emb, llm=llm)
+    events = list(a.stream("Which chip powers the Mate 60 series phone?"))
+    tokens = "".join(e.text for e in events if isinstance(e, Token))
+    answer = events[-1]
+    assert tokens.startswith("Huawei's Mate 60")
+    assert answer.answerable and answer.citations
+    c = answer.citations[0]
+    assert c.quote == store.articles[c.article].text[c.start:c.end] and "Kirin 9000S" in c.quote
+    assert answer.to_dict()["timings"].keys() >= {"retrieve_s", "first_token_s", "total_s"}
+    # the same question again is served from the answer cache, without calling the LLM
+    calls = len(llm.calls)
+    again = a.ask("which chip powers the mate 60 series phone?")
+    assert again.cached and len(llm.calls) == calls and again.answer == answer.answer
+    # a follow-up is rewritten with the previous question before retrieval
+    events = list(a.stream("What about Baidu?", history=["Which chip powers the Mate 60 series phone?"]))
+    assert any(isinstance(e, Status) for e in events)
+    assert events[-1].rewritten_question == "Which company makes the Kirin chip for Baidu?"
+    assert "Previous questions" in llm.calls[-2][-1]["content"]
