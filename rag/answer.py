@@ -95,11 +95,13 @@ class Assistant:
             self._retriever = None
             self._cache.clear()
 
-    def load(self) -> None:
-        """Load the index, embedder and LLM now, the LLM in a background thread.
+    def load(self, warm: bool = False) -> None:
+        """Load the index, embedder and LLM now; with ``warm``, also put the fixed prompt prefix (system
+        prompt, examples) into the LLM's key/value cache.
 
-        A cold start then waits for the slower of the embedder (torch import, 5-9 s) and the LLM
-        (1-3 s) rather than their sum: llama.cpp loads in C with the GIL released.
+        The LLM loads and warms in a background thread while this one imports torch for the embedder
+        (5-9 s), so a cold start waits for the slower of the two rather than their sum: llama.cpp
+        works in C with the GIL released.
         """
         t0 = time.perf_counter()
         timings = self.load_timings
@@ -111,16 +113,23 @@ class Assistant:
         if self._llm is None:
             if self.settings.backend == "llama":
                 model_path(self._model or self.settings.model, self.settings)  # a wrong path fails now
+
             def load_llm() -> None:
                 t = time.perf_counter()
                 try:
-                    self._llm = get_llm(self.settings, self._model)
+                    llm = get_llm(self.settings, self._model)
+                    timings["llm_s"] = time.perf_counter() - t
+                    if warm:
+                        _warm(llm)
+                        timings["warm_s"] = time.perf_counter() - t - timings["llm_s"]
+                    self._llm = llm
                 except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
                     failure.append(e)
-                timings["llm_s"] = time.perf_counter() - t
 
             loader = threading.Thread(target=load_llm, name="rag-llm-loader", daemon=True)
             loader.start()
+        elif warm:
+            _warm(self._llm)
         try:
             t = time.perf_counter()
             _ = self.embedder
@@ -134,10 +143,8 @@ class Assistant:
         timings["load_s"] = time.perf_counter() - t0
 
     def warm_up(self) -> None:
-        """Load everything and put the system prompt into the LLM's cache."""
-        self.load()
-        for _ in self.llm.stream_chat(build_messages("warm up", []), max_tokens=1):
-            pass
+        """Load everything and put the fixed prompt prefix into the LLM's cache."""
+        self.load(warm=True)
 
     # -- answering -------------------------------------------------------------------------------------
     def ask(self, question: str, *, k: int | None = None, history: list[str] | None = None) -> Answer:
@@ -219,6 +226,12 @@ class Assistant:
         if not out or len(out) > 4 * len(question) + 200:
             return question
         return out
+
+
+def _warm(llm: LLM) -> None:
+    """Evaluate the prompt prefix every question shares; llama.cpp reuses it for the next prompt."""
+    for _ in llm.stream_chat(build_messages("warm up", []), max_tokens=1):
+        pass
 
 
 _SHARED: dict[tuple[Any, ...], Assistant] = {}

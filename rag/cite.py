@@ -5,8 +5,8 @@ Support of an answer sentence by a quote is explainable and offline:
     support = 0.6 * (share of the sentence's content words found in the quote)
             + 0.4 * (cosine similarity of the two, rescaled from [0.2, 0.8] to [0, 1])
 
-and a number in the sentence that the quote lacks caps support at 0.3 (numbers are where small
-models invent). A sentence is *supported* when its best cited quote reaches the threshold (0.5).
+and a number or name in the sentence that the quote lacks caps support at 0.3 (names and numbers are
+where small models invent, e.g. pinning one company's funding round on another). A sentence is *supported* when its best cited quote reaches the threshold (0.5).
 Markers that point to no passage are dropped; a sentence whose marker is wrong or missing is repaired
 to the best-supporting passage when one reaches the threshold; otherwise the sentence is removed.
 """
@@ -21,10 +21,16 @@ from typing import Any
 from .chunk import sentence_spans
 from .prompt import REFUSAL
 from .records import Citation, Evidence, SentenceCheck
-from .retrieve import tokenize
+from .retrieve import STOPWORDS, tokenize
 
 MARKER = re.compile(r"\s*\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_NAME = re.compile(r"\b[A-Z][\w'’]*")
+_WORD = re.compile(r"\w[\w'’]*")
+_NUMBER_WORDS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())}
+_NUMBER_WORD = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r")\b", re.IGNORECASE)
 _REFUSAL = re.compile(
     r"\b(articles?|passages?|text|sources?|context)\b[^.]{0,40}\b(do(es)?|did)\s*(not|n['’]t)\s+"
     r"(say|mention|state|specify|provide|contain|include|give|answer|discuss|indicate|reveal)|"
@@ -66,8 +72,26 @@ def support(sentence: str, quote: str, cosine: float) -> float:
     quote_words = set(_content(quote))
     lexical = len(words & quote_words) / len(words) if words else 0.0
     score = 0.6 * lexical + 0.4 * min(1.0, max(0.0, (cosine - 0.2) / 0.6))
-    numbers = set(_NUMBER.findall(sentence)) - set(_NUMBER.findall(quote))
-    return min(score, 0.3) if numbers else score
+    return min(score, 0.3) if ungrounded(sentence, quote) else score
+
+
+def ungrounded(sentence: str, quote: str) -> list[str]:
+    """Numbers and names of ``sentence`` that ``quote`` lacks ("7" matches "seven"; "US" matches
+    "United States"; names match on their first four letters, so "Chinese" matches "China")."""
+    q_numbers = set(_NUMBER.findall(_digits(quote)))
+    missing = [n for n in _NUMBER.findall(_digits(sentence)) if n not in q_numbers]
+    q_names = {w.lower()[:4] for w in _WORD.findall(quote)}
+    initials = "".join(w[0] for w in _NAME.findall(quote))
+    for name in _NAME.findall(sentence):
+        low = name.lower()
+        if low in STOPWORDS or low[:4] in q_names or (name.isupper() and name in initials):
+            continue
+        missing.append(name)
+    return missing
+
+
+def _digits(text: str) -> str:
+    return _NUMBER_WORD.sub(lambda m: str(_NUMBER_WORDS[m.group(0).lower()]), text)
 
 
 def _content(text: str) -> list[str]:

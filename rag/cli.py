@@ -43,7 +43,12 @@ def common(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens.")
 def main(verbose: bool) -> None:
     """Ask questions of a folder of news articles and get answers with checkable citations."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    level = logging.INFO if verbose else logging.WARNING
+    # The level goes on the handler too: a library that sets its own logger to DEBUG on import (bm25s
+    # does) would otherwise print debug lines into every command's stderr.
+    handler = logging.StreamHandler()
+    handler.setLevel(level)
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s", handlers=[handler])
 
 
 @main.command()
@@ -128,7 +133,7 @@ def ask(settings: Settings, question: str, k: int | None, model: str | None, bac
 
     imported_at = time.time()
     assistant = Assistant(_settings_with(settings, model, backend, base_url))
-    assistant.load()
+    assistant.load(warm=True)  # the prompt prefix is evaluated while torch loads
     loaded = time.perf_counter()
     streaming = not (as_json or markdown) and sys.stdout.isatty()
     answer = None
@@ -139,7 +144,8 @@ def ask(settings: Settings, question: str, k: int | None, model: str | None, bac
             answer = event
     assert answer is not None
     if os.environ.get("RAG_TRACE_STARTUP"):  # read by `rag bench` to split a cold start into its parts
-        trace = {"imported_at": imported_at, **assistant.load_timings, "answer_s": time.perf_counter() - loaded}
+        trace = {"imported_at": imported_at, **assistant.load_timings,
+                 "answer_s": time.perf_counter() - loaded}
         click.echo("rag-startup " + json.dumps(trace), err=True)
     if as_json:
         click.echo(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))

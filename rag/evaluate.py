@@ -3,7 +3,8 @@
 Every question goes through ``Assistant.ask(...).to_dict()``, the code path and JSON of ``rag ask --json``,
 so what is scored is what a user gets. A run folder holds::
 
-    config.json     what the run was made with (gold file hash, model, k, index version, answer settings)
+    config.json     what the run was made with (gold file hash, model, k, index version, answer settings,
+                    a fingerprint of the answering code)
     results.jsonl   one ask-JSON per question plus its id and scores; appended and flushed per question
     summary.json    the metrics (definitions in ``METRICS``)
     report.md       metric table, plots, the worst questions with their answers and citations
@@ -238,9 +239,25 @@ def summarise(items: Sequence[GoldItem], records: Sequence[Record], texts: Mappi
         "total_s": M.distribution([r["timings"]["total_s"] for r in fresh]),
         "prompt_tokens": M.distribution([r["usage"]["prompt_tokens"] for r in records]),
         "completion_tokens": M.distribution([r["usage"]["completion_tokens"] for r in records]),
+        "false_refusals": refusal_causes(items, records),
         "answer_seconds": round(sum(r["timings"]["total_s"] for r in records), 2),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def refusal_causes(items: Sequence[GoldItem], records: Sequence[Record]) -> dict[str, int]:
+    """Why answerable questions were refused: the model said so, or the support check pruned every
+    sentence it wrote; and how many of them had no gold passage retrieved (retrieval's fault)."""
+    from .cite import is_refusal
+
+    out = {"total": 0, "by_model": 0, "by_support_check": 0, "gold_not_retrieved": 0}
+    for it, r in zip(items, records, strict=True):
+        if it.answerable and not r["answerable"]:
+            out["total"] += 1
+            raw = r.get("raw_answer", "")
+            out["by_model" if not raw or is_refusal(raw) else "by_support_check"] += 1
+            out["gold_not_retrieved"] += not (r.get("scores") or {}).get("retrieval_recall")
+    return out
 
 
 # -- run folder --------------------------------------------------------------------------------------
@@ -248,12 +265,24 @@ def default_out(root: Path = Path("eval/runs")) -> Path:
     return root / time.strftime("%Y%m%d-%H%M%S")
 
 
+# The modules an answer depends on: a resumed run must not mix answers from two versions of them.
+ANSWER_PATH = ("answer", "prompt", "cite", "retrieve", "chunk", "embed", "llm", "records", "store", "ingest")
+
+
+def code_fingerprint() -> str:
+    """sha256 over the source of the answering modules (as on disk when the run starts)."""
+    h = hashlib.sha256()
+    for name in ANSWER_PATH:
+        h.update(name.encode() + b"\0" + (Path(__file__).parent / f"{name}.py").read_bytes())
+    return h.hexdigest()[:16]
+
+
 def run_config(assistant: Assistant, gold: Path, k: int) -> dict[str, Any]:
     """What must be equal for answers of two invocations to be mixed in one run (the resume key)."""
     s = assistant.settings
     return {
         "gold": str(gold), "gold_sha256": file_sha256(gold), "model": assistant.llm.name, "k": k,
-        "index_version": assistant.store.version,
+        "index_version": assistant.store.version, "code": code_fingerprint(),
         "answer_settings": {"embedder": s.embedder, "backend": s.backend, "context_tokens": s.context_tokens,
                             "max_evidence": s.max_evidence, "max_tokens": s.max_tokens,
                             "temperature": s.temperature, "seed": s.seed, "n_ctx": s.n_ctx,
@@ -307,22 +336,29 @@ def run(assistant: Assistant, items: Sequence[GoldItem], gold: Path, out: Path, 
     out.mkdir(parents=True, exist_ok=True)
     config = run_config(assistant, gold, k)
     cfg_path, res_path = out / CONFIG, out / RESULTS
+    if res_path.exists() and not cfg_path.is_file():
+        raise InputError(f"{res_path} exists but {cfg_path} does not, so it cannot be resumed safely; pass "
+                         "another --out")
+    done = read_results(res_path, repair=True)
+    todo = [it for it in items if it.id not in done]
     if cfg_path.is_file():
         old = json.loads(cfg_path.read_text(encoding="utf-8"))
         diff = _config_diff(old, config)
-        if diff:
+        if diff and todo:
             raise InputError(f"{out} holds a run made with another configuration ({'; '.join(diff)}); it "
                              f"cannot be resumed: pass another --out, or delete {out} to start over")
-    elif res_path.exists():
-        raise InputError(f"{res_path} exists but {cfg_path} does not, so it cannot be resumed safely; pass "
-                         "another --out")
+        if diff:  # finished: re-score the stored answers (e.g. after a gold fix) under their own config
+            _note(f"{out} is a finished run made with another configuration ({'; '.join(diff)}); "
+                  "re-scoring its stored answers, nothing is asked again")
+            new_gold = config["gold_sha256"]
+            config = {**old, **({"scored_with_gold_sha256": new_gold} if new_gold != old.get("gold_sha256")
+                                else {})}
+            k = int(old.get("k", k))
     else:
         _write_atomic(cfg_path, json.dumps(config, indent=1) + "\n")
     texts = {n: a.text for n, a in assistant.store.articles.items()}
-    done = read_results(res_path, repair=True)
-    todo = [it for it in items if it.id not in done]
     already = len(items) - len(todo)
-    if already:
+    if already and todo:
         _note(f"resuming {out}: {already} of {len(items)} questions already answered, {len(todo)} to go")
     t0 = time.perf_counter()
     if todo:
@@ -350,6 +386,11 @@ def run(assistant: Assistant, items: Sequence[GoldItem], gold: Path, out: Path, 
             raise
         bar.close()
     records = [done[it.id] for it in items]
+    rescored = _rescore(items, records, texts, k)
+    if rescored:
+        done.update({r["id"]: r for r in records})
+        _write_atomic(res_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in done.values()))
+        _note(f"{res_path}: updated the scores of {rescored} question(s) to the current gold and metrics")
     summary = summarise(items, records, texts, k, config)
     summary["run_seconds"] = round(time.perf_counter() - t0, 2)
     _write_atomic(out / SUMMARY, json.dumps(summary, indent=1) + "\n")
@@ -358,6 +399,18 @@ def run(assistant: Assistant, items: Sequence[GoldItem], gold: Path, out: Path, 
     echo(summary_table(summary))
     echo(f"wrote {out / RESULTS}, {out / SUMMARY}, {out / REPORT}" + "".join(f", {out / p}" for p in plots))
     return summary
+
+
+def _rescore(items: Sequence[GoldItem], records: list[Record], texts: Mapping[str, str], k: int) -> int:
+    """Bring the stored per-question scores in line with the gold file and metrics; how many changed."""
+    results = score(items, records, texts, k)
+    changed = 0
+    for i, rec in enumerate(records):
+        scores = {n: m.individual_scores[i] for n, m in results.items()}
+        if rec.get("scores") != scores:
+            records[i] = {**rec, "scores": scores}
+            changed += 1
+    return changed
 
 
 # -- rendering ---------------------------------------------------------------------------------------
@@ -454,15 +507,30 @@ def report_markdown(summary: Mapping[str, Any], items: Sequence[GoldItem], recor
         f"Answering took {summary['answer_seconds']:.0f} s in all; finished {summary['finished']}.", "",
         "## Metrics", "", summary_table(summary), "",
     ]
+    fr = summary.get("false_refusals") or {}
+    if fr.get("total"):
+        parts += [f"Of the {fr['total']} refused answerable questions, the model itself refused "
+                  f"{fr['by_model']} and the support check pruned every sentence of "
+                  f"{fr['by_support_check']}; "
+                  f"for {fr['gold_not_retrieved']} of them no retrieved passage held the gold evidence.", ""]
     parts += [f"![{p}]({p})" for p in plots] + [""]
     ranked = sorted(((_severity(it, r), it, r) for it, r in zip(items, records, strict=True)),
                     key=lambda x: x[0])
     bad = [(sev, it, r) for sev, it, r in ranked if sev[0] < 5]
     parts += [f"## Worst questions ({min(worst, len(bad))} of {len(bad)} with a problem)", ""]
     parts += [_question_md(i, it, r, sev[0]) for i, (sev, it, r) in enumerate(bad[:worst], 1)]
-    wrong = [it.id for (sev, it, _) in ranked if sev[0] <= 2]
-    parts += ["## All questions handled wrong", "", ", ".join(f"`{i}`" for i in wrong) or "_None._", ""]
-    return "\n".join(parts)
+    parts += [f"## Every question with a problem ({len(bad)})", "",
+              "| id | problem | recall | answer | raw model output |", "|---|---|---:|---|---|"]
+    for sev, it, r in bad:
+        rec = (r.get("scores") or {}).get("retrieval_recall")
+        raw = r.get("raw_answer", "") if r.get("raw_answer", "") != r["answer"] else "(same)"
+        parts.append(f"| `{it.id}` | {_KIND[sev[0]]} | {_fmt(rec, digits=2)} | {_cell(r['answer'])} | "
+                     f"{_cell(raw)} |")
+    return "\n".join(parts) + "\n"
+
+
+def _cell(text: str, n: int = 160) -> str:
+    return _short(text, n).replace("|", "\\|")
 
 
 def write_plots(summary: Mapping[str, Any], records: Sequence[Record], out: Path) -> list[str]:
@@ -609,7 +677,10 @@ def compare_runs(old: Path, new: Path) -> str:
         if any(d.startswith("gold_sha256") for d in diff):
             lines += ["**The gold files differ: metrics are over different questions.**", ""]
     lines += ["| Metric | Old | New | Δ | |", "|---|---:|---:|---:|---|"]
+    ks = {so.get("config", {}).get("k"), sn.get("config", {}).get("k")}
+    same_k = f"@{next(iter(ks))}" if len(ks) == 1 else "@k"
     for name, (label, _, higher) in METRICS.items():
+        label = label.replace("@k", same_k)
         a, b = so["metrics"].get(name), sn["metrics"].get(name)
         lines.append(f"| {label} | {_fmt(a)} | {_fmt(b)} | " + _delta(a, b, higher) + " |")
     for key, (label, unit, _) in DISTRIBUTIONS.items():

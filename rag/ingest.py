@@ -26,6 +26,7 @@ from .records import Article, Block
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm")
+CLEANER_VERSION = 2  # bump when the cleaning rules change: indexes built by older rules get rebuilt
 
 # A line that *is* one of these (case-insensitive, trailing punctuation ignored) is page chrome.
 _CHROME = {
@@ -131,10 +132,12 @@ def parse_article(text: str, name: str, sha256: str = "", *, markdown: bool = Fa
             date = date or m.group(1)
             source = source or _source(t[m.end():])
             author = author or _editor(t)
+            blocks.append(Block(ln.start, ln.end))  # a dateline is article text a reader may cite
             continue
         b = _BYLINE.match(t)
         if b and len(t.split()) <= 8:
             author = author or b.group("name")
+            blocks.append(Block(ln.start, ln.end))
             continue
         if _DURATION.match(t):
             after_duration = True

@@ -10,12 +10,12 @@ import logging
 import re
 from typing import Any
 
+import Stemmer
+
 from .errors import InputError
 from .records import Passage
 from .settings import Settings
 from .store import IndexStore
-
-logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 _TOKEN = re.compile(r"\d+(?:[.,]\d+)*[^\W\d_]*|[^\W\d_]+(?:[-'’][^\W\d_]+)*\d*[a-z]*|\w+", re.UNICODE)
 STOPWORDS = frozenset(
@@ -31,17 +31,28 @@ def tokenize(text: str) -> list[str]:
     return [t for t in (m.group(0).lower() for m in _TOKEN.finditer(text)) if t not in STOPWORDS]
 
 
+_STEMMER = Stemmer.Stemmer("english")
+
+
+def terms(text: str) -> list[str]:
+    """BM25 terms: ``tokenize`` then Snowball stemming, so "launched" finds "launch"."""
+    return _STEMMER.stemWords(tokenize(text))
+
+
 class Retriever:
     """Retrieves passages from a loaded index; BM25 is built in memory at load (milliseconds per 1k chunks)."""
 
     def __init__(self, store: IndexStore, embedder: Any, settings: Settings | None = None) -> None:
         import bm25s
 
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets itself to DEBUG on import
         self.store = store
         self.embedder = embedder
         self.settings = settings or Settings()
         self.bm25 = bm25s.BM25()
-        corpus = [tokenize(c.title + " " + c.text) or ["∅"] for c in store.chunks]
+        # Title and source go into each chunk's terms: questions name them ("the China Daily piece").
+        sources = {n: f"{a.title} {a.source or ''}" for n, a in store.articles.items()}
+        corpus = [terms(f"{sources.get(c.article, c.title)} {c.text}") or ["∅"] for c in store.chunks]
         if corpus:
             self.bm25.index(corpus, show_progress=False)
 
@@ -50,7 +61,7 @@ class Retriever:
         return self.store.search(vec, n)
 
     def lexical(self, query: str, n: int) -> list[tuple[int, float]]:
-        tokens = tokenize(query)
+        tokens = terms(query)
         if not tokens or not self.store.chunks:
             return []
         n = min(n, len(self.store.chunks))
@@ -71,9 +82,9 @@ class Retriever:
         fused: dict[int, float] = {}
         d_rank = {i: r for r, (i, _) in enumerate(dense, 1)}
         l_rank = {i: r for r, (i, _) in enumerate(lexical, 1)}
-        for ranking in (dense, lexical):
+        for ranking, weight in ((dense, self.settings.dense_weight), (lexical, 1.0)):
             for r, (i, _) in enumerate(ranking, 1):
-                fused[i] = fused.get(i, 0.0) + 1.0 / (self.settings.rrf_k + r)
+                fused[i] = fused.get(i, 0.0) + weight / (self.settings.rrf_k + r)
         order = sorted(fused, key=lambda i: (-fused[i], d_rank.get(i, 1e9)))[:k]
         return [Passage(rank=r, chunk=self.store.chunks[i], score=fused[i], dense_rank=d_rank.get(i),
                         lexical_rank=l_rank.get(i)) for r, i in enumerate(order, 1)]

@@ -43,6 +43,7 @@ def kept(article) -> list[str]:
 def test_boilerplate_is_removed_and_article_text_kept() -> None:
     a = parse_article(PAGE, "acme.txt")
     assert kept(a) == [
+        "2024-05-01 10:00:00 Daily Planet Editor : Jane Roe",  # the dateline stays citable
         "Acme said on Tuesday that its new battery stores 40 kilowatt-hours and costs 11.4 per cent less than "
         "last year's model.",
         "The company will start shipping in June, chief executive Ann Lee told reporters.",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from rag.ingest import CLEANER_VERSION
 from rag.errors import IndexCorruptError, IndexMismatchError, IndexMissingError, InputError
 from rag.retrieve import Retriever, check_question, tokenize
 from rag.settings import Settings
@@ -107,7 +108,7 @@ def test_changed_settings_trigger_full_rebuild(settings: Settings, seeds_copy: P
     assert report.rebuilt_reason and report.embedded_chunks == report.total_chunks
     manifest = json.loads((IndexStore.load(settings.index_dir, settings.replace(chunk_size=300)).path /
                            "manifest.json").read_text())
-    assert manifest["chunking"] == {"chunk_size": 300, "chunk_overlap": 100}
+    assert manifest["chunking"] == {"chunk_size": 300, "chunk_overlap": 100, "cleaner_version": CLEANER_VERSION}
     assert manifest["index_type"] == "flat" and manifest["format_version"] == 1
     assert set(manifest["articles"]) == {p.name for p in SEEDS.glob("*.txt")}
 

@@ -1,0 +1,112 @@
+"""The real default GGUF model answers from the seed articles with checkable citations.
+
+Also the OpenAI-compatible backend, against llama-cpp-python's own server started on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from rag.answer import Assistant
+from rag.llm import model_path
+from rag.prompt import REFUSAL
+
+pytestmark = [pytest.mark.real, pytest.mark.llm]
+
+CASES = [
+    ("Which chip powers Huawei's Mate 60 series phone?", "Kirin 9000S", "000_24afeec690d630ed.txt"),
+    ("By how much did the Sora Index rise on Monday?", "11.4 per cent", "003_0e7bd4611e476854.txt"),
+    ("Which Ascend chip is considered equal to Nvidia's A100?", "910B", "002_03be9f1c06671bc9.txt"),
+]
+
+
+def check_citations(answer, store) -> None:
+    assert answer.citations, answer.raw_answer
+    for c in answer.citations:
+        assert c.quote == store.articles[c.article].text[c.start:c.end]
+        assert f"[{c.marker}]" in answer.answer
+    assert len({c.marker for c in answer.citations}) == len(answer.citations)
+
+
+@pytest.mark.parametrize("question,fact,article", CASES)
+def test_answers_with_facts_and_exact_citations(real_assistant: Assistant, question: str, fact: str,
+                                                article: str) -> None:
+    answer = real_assistant.ask(question)
+    assert answer.answerable, answer.raw_answer
+    assert fact.lower() in answer.answer.lower()
+    check_citations(answer, real_assistant.store)
+    assert any(c.article == article and fact.split()[0] in c.quote for c in answer.citations)
+    # narrowed: the quote is a sentence or two, not the whole chunk
+    assert all(len(c.quote) < 600 for c in answer.citations)
+
+
+@pytest.mark.parametrize("question", [
+    "What is the retail price of the Huawei Mate 60 in US dollars?",
+    "How old is Zhou Hongyi?",
+])
+def test_refuses_when_the_articles_do_not_say(real_assistant: Assistant, question: str) -> None:
+    answer = real_assistant.ask(question)
+    assert not answer.answerable and answer.answer == REFUSAL and answer.citations == ()
+
+
+def test_json_contract(real_assistant: Assistant) -> None:
+    d = real_assistant.ask(CASES[0][0]).to_dict()
+    assert set(d) >= {"question", "answer", "answerable", "citations", "passages", "timings", "model"}
+    assert set(d["timings"]) >= {"retrieve_s", "first_token_s", "total_s"}
+    assert set(d["citations"][0]) >= {"marker", "article", "title", "chunk_id", "start", "end", "quote"}
+    assert set(d["passages"][0]) >= {"rank", "article", "chunk_id", "start", "end", "score", "text"}
+    json.dumps(d)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llama_server() -> Iterator[str]:
+    """llama-cpp-python's OpenAI-compatible server on loopback, with the default model."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path("qwen2.5-coder-1.5b")),
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2",
+         "--model_alias", "qwen-server"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited: {proc.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx.get(f"{base}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("llama_cpp.server did not start in 120 s")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_openai_compatible_backend(llama_server: str, real_settings, real_index, real_embedder) -> None:
+    settings = real_settings.replace(backend="openai", base_url=llama_server, model="qwen-server")
+    assistant = Assistant(settings, store=real_index, embedder=real_embedder)
+    answer = assistant.ask(CASES[0][0])
+    assert answer.model == "qwen-server"
+    assert answer.answerable and "kirin 9000s" in answer.answer.lower(), answer.raw_answer
+    check_citations(answer, real_index)
+    refusal = assistant.ask("How old is Zhou Hongyi?")
+    assert not refusal.answerable

@@ -1,0 +1,249 @@
+"""End-to-end `rag eval` on a temp index with the fake embedder and scripted LLMs: files, resume, compare;
+and the retrieval evaluation with the real embedder (marked real)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from rag import evaluate
+from rag.answer import Assistant
+from rag.cli import main
+from rag.errors import InputError
+from rag.settings import Settings
+from rag.store import IndexStore, build_index
+
+from .conftest import ROOT
+from .fakes import FakeLLM, HashEmbedder
+
+GOLD = ROOT / "eval" / "gold.jsonl"
+PICK = ["a000-02", "a001-06", "a002-06", "a003-07", "multi-01", "neg-01", "neg-08"]
+
+
+class EchoLLM(FakeLLM):
+    """Answers with the first evidence passage, cited [1]: supported and verbatim, right or wrong by luck.
+
+    Raises KeyboardInterrupt on answer number ``interrupt_at`` (1-based) to simulate Ctrl-C mid-run.
+    """
+
+    name = "echo-llm"
+
+    def __init__(self, interrupt_at: int | None = None) -> None:
+        super().__init__()
+        self.answers = 0
+        self.interrupt_at = interrupt_at
+
+    def stream_chat(self, messages: list[dict[str, str]], max_tokens: int, stop: list[str] | None = None
+                    ) -> Iterator[str]:
+        self.calls.append(messages)
+        user = messages[-1]["content"]
+        if user.endswith("Question: warm up"):
+            yield "ok"
+            return
+        self.answers += 1
+        if self.answers == self.interrupt_at:
+            raise KeyboardInterrupt
+        first = re.search(r"^\[1\] (.+)$", user, re.MULTILINE)
+        yield f"{first.group(1)} [1]" if first else "The articles do not say."
+
+
+@pytest.fixture
+def index(settings: Settings, seeds_copy: Path, fake_embedder: HashEmbedder) -> IndexStore:
+    build_index([seeds_copy], settings, fake_embedder)
+    return IndexStore.load(settings.index_dir, settings)
+
+
+@pytest.fixture
+def gold(tmp_path: Path) -> Path:
+    """Seven of our gold questions: five single-doc, one multi-doc, two unanswerable (one removed)."""
+    rows = [json.loads(line) for line in GOLD.read_text(encoding="utf-8").splitlines()]
+    path = tmp_path / "gold.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["id"] in PICK), encoding="utf-8")
+    return path
+
+
+def assistant(settings: Settings, index: IndexStore, embedder: HashEmbedder, llm: FakeLLM) -> Assistant:
+    return Assistant(settings, store=index, embedder=embedder, llm=llm)
+
+
+def run(settings: Settings, gold: Path, out: Path, asst: Assistant, **kw: object) -> list[str]:
+    printed: list[str] = []
+    args = {"limit": None, "k": None, "retrieval": False, "compare": None, **kw}
+    evaluate.cli(settings, gold=gold, out=out, echo=printed.append, assistant=asst, **args)  # type: ignore[arg-type]
+    return printed
+
+
+def results(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def test_run_writes_results_summary_report_and_plots(settings, index, fake_embedder, gold, tmp_path) -> None:
+    out = tmp_path / "run"
+    printed = run(settings, gold, out, assistant(settings, index, fake_embedder, EchoLLM()))
+    for name in ("config.json", "results.jsonl", "summary.json", "report.md", "metrics.png", "latency.png"):
+        assert (out / name).is_file(), name
+    for png in ("metrics.png", "latency.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    recs = results(out)
+    assert [r["id"] for r in recs] == PICK
+    # each line is the ask JSON contract plus the id and the scores
+    assert {"question", "answer", "answerable", "citations", "passages", "timings", "sentences", "usage",
+            "raw_answer", "model"} <= set(recs[0])
+    assert recs[0]["model"] == "echo-llm" and len(recs[0]["passages"]) == settings.k
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["questions"] == 7 and summary["answerable"] == 5 and summary["unanswerable"] == 2
+    assert set(summary["metrics"]) == set(evaluate.METRICS)
+    assert summary["config"]["k"] == settings.k and summary["config"]["model"] == "echo-llm"
+    # the summary is the mean of the per-question scores written to results.jsonl
+    per_q = [r["scores"]["accuracy"] for r in recs]
+    assert summary["metrics"]["accuracy"] == pytest.approx(sum(per_q) / 7, abs=1e-4)
+    assert summary["metrics"]["verbatim_rate"] == 1.0  # every citation is an exact span
+    # the echo model never refuses when it has evidence, so both unanswerable questions are answered
+    assert summary["metrics"]["refusal_accuracy"] == 0.0
+    report = (out / "report.md").read_text()
+    assert "| Answer accuracy |" in report and "Retrieval recall@4" in report and "![metrics.png]" in report
+    assert "## Worst questions" in report and "`neg-01`: answered an unanswerable question" in report
+    assert "**Raw model output:**" in report
+    assert "## Every question with a problem" in report and "| `neg-08` | answered an unanswerable" in report
+    assert any("| Overall accuracy |" in p for p in printed)
+
+
+def test_interrupted_run_resumes_without_redoing(settings, index, fake_embedder, gold, tmp_path) -> None:
+    """Ctrl-C on the 4th answer leaves 3 results; the rerun answers only the 4 missing questions."""
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run(settings, gold, out, assistant(settings, index, fake_embedder, EchoLLM(interrupt_at=4)))
+    assert [r["id"] for r in results(out)] == PICK[:3]
+    assert not (out / "summary.json").exists()
+    before = (out / "results.jsonl").read_text()
+    llm = EchoLLM()
+    run(settings, gold, out, assistant(settings, index, fake_embedder, llm))
+    assert llm.answers == 4
+    assert [r["id"] for r in results(out)] == PICK
+    assert (out / "results.jsonl").read_text().startswith(before)  # earlier lines untouched
+    assert json.loads((out / "summary.json").read_text())["questions"] == 7
+    # a third run has nothing left to answer and does not even warm the model up
+    llm = EchoLLM()
+    run(settings, gold, out, assistant(settings, index, fake_embedder, llm))
+    assert llm.calls == []
+
+
+def test_torn_last_line_is_redone(settings, index, fake_embedder, gold, tmp_path) -> None:
+    """A process killed mid-write leaves half a line: it is dropped and that question answered again."""
+    out = tmp_path / "run"
+    run(settings, gold, out, assistant(settings, index, fake_embedder, EchoLLM()), limit=2)
+    with open(out / "results.jsonl", "a") as fh:
+        fh.write('{"id": "a002-06", "question": "How mu')
+    llm = EchoLLM()
+    run(settings, gold, out, assistant(settings, index, fake_embedder, llm), limit=3)
+    assert llm.answers == 1
+    assert [r["id"] for r in results(out)] == PICK[:3]
+
+
+def test_resume_refuses_another_configuration(settings, index, fake_embedder, gold, tmp_path,
+                                              monkeypatch) -> None:
+    out = tmp_path / "run"
+    run(settings, gold, out, assistant(settings, index, fake_embedder, EchoLLM()), limit=1)
+    with pytest.raises(InputError, match=r"another configuration \(k: 4 -> 2\)"):
+        run(settings, gold, out, assistant(settings, index, fake_embedder, EchoLLM()), k=2)
+    monkeypatch.setattr(evaluate, "code_fingerprint", lambda: "edited")
+    with pytest.raises(InputError, match="code: .* -> 'edited'"):
+        run(settings, gold, out, assistant(settings, index, fake_embedder, EchoLLM()))
+    monkeypatch.undo()
+    gold.write_text(gold.read_text() + "\n")
+    with pytest.raises(InputError, match="gold_sha256"):
+        run(settings, gold, out, assistant(settings, index, fake_embedder, EchoLLM()))
+
+
+def test_finished_run_is_rescored_not_reasked(settings, index, fake_embedder, gold, tmp_path,
+                                              monkeypatch) -> None:
+    """After a gold fix (same ids, new hash) or a code change, rerunning a finished run re-scores the stored
+    answers under the run's own config instead of refusing or asking again."""
+    out = tmp_path / "run"
+    run(settings, gold, out, assistant(settings, index, fake_embedder, EchoLLM()))
+    first = {r["id"]: r["scores"]["answer_accuracy"] for r in results(out)}
+    assert first["a000-02"] is not None
+    rows = [json.loads(line) for line in gold.read_text().splitlines()]
+    for r in rows:  # a must group nothing can contain: that question becomes wrong
+        if r["id"] == "a000-02":
+            r["must"] = [["zzz-never-said"]]
+    gold.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(evaluate, "code_fingerprint", lambda: "edited")
+    llm = EchoLLM()
+    run(settings, gold, out, assistant(settings, index, fake_embedder, llm))
+    assert llm.calls == []
+    rescored = {r["id"]: r["scores"]["answer_accuracy"] for r in results(out)}
+    assert rescored["a000-02"] == 0.0 and {i: v for i, v in rescored.items() if i != "a000-02"} == \
+        {i: v for i, v in first.items() if i != "a000-02"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["code"] != "edited"  # the answers' own configuration is kept
+    assert summary["config"]["scored_with_gold_sha256"] == evaluate.file_sha256(gold)
+
+
+def test_compare_reports_metric_deltas_and_flips(settings, index, fake_embedder, gold, tmp_path) -> None:
+    """Old run: the echo model (answers everything). New run: a model that always refuses. Unanswerable
+    questions flip wrong -> right; answerable ones the echo model got right flip right -> wrong."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    run(settings, gold, old, assistant(settings, index, fake_embedder, EchoLLM()))
+    run(settings, gold, new, assistant(settings, index, fake_embedder, FakeLLM()))
+    printed = run(settings, gold, tmp_path / "unused", None, compare=(old, new))  # type: ignore[arg-type]
+    text = (new / "compare.md").read_text()
+    assert printed[0] == text.rstrip()
+    assert "model: 'echo-llm' -> 'fake-llm'" in text
+    assert re.search(r"\| Refusal accuracy \| 0\.000 \| 1\.000 \| \+1\.000 \| better \|", text)
+    right_before = [r["id"] for r in results(old) if r["scores"]["accuracy"] and r["answerable"]]
+    section = text.split("## right → wrong")[1].split("## wrong → right")[0]
+    assert sorted(re.findall(r"`([\w-]+)`", section)) == sorted(right_before)
+    assert "`neg-01`" in text.split("## wrong → right")[1] and "`neg-08`" in text.split("## wrong → right")[1]
+
+
+def test_retrieval_only_with_fakes(settings, index, fake_embedder, gold, tmp_path) -> None:
+    out = tmp_path / "ret"
+    llm = EchoLLM()
+    printed = run(settings, gold, out, assistant(settings, index, fake_embedder, llm), retrieval=True)
+    assert llm.calls == []  # no LLM
+    data = json.loads((out / "retrieval.json").read_text())
+    assert data["questions"] == 5 and set(data["modes"]) == {"dense", "lexical", "hybrid"}
+    assert set(data["modes"]["hybrid"]) == {"recall@1", "recall@5", "mrr@10"}
+    assert data["recall_ceiling"] == 1.0  # every picked quote lies in an indexed chunk
+    assert all(all(q["indexed"]) for q in data["per_question"])
+    md = (out / "retrieval.md").read_text()
+    assert "| fused (RRF) |" in md and "| BM25 |" in md and "| dense |" in md
+    assert "| Retriever | recall@1 | recall@5 | mrr@10 |" in printed[0]
+
+
+def test_cli_bad_gold_fails_before_running(settings, index, tmp_path) -> None:
+    """Through the real command: a bad gold line is a one-line error naming it, exit code 1, no output."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "question": "q", "answerable": true, "must": [["a"]], "docs": ["nope.txt"], '
+                   '"evidence": ["a"]}\n')
+    config = tmp_path / "rag.toml"
+    config.write_text('embedder = "fake-hash"\n')
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["eval", "--gold", str(bad), "--out", str(out), "--config", str(config),
+                                  "--index-dir", str(settings.index_dir)])
+    assert r.exit_code == 1
+    assert f"{bad} line 1, field 'docs': unknown article 'nope.txt'" in r.output
+    assert not out.exists()
+
+
+def test_cli_compare_needs_finished_runs(tmp_path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    r = CliRunner().invoke(main, ["eval", "--compare", str(tmp_path / "a"), str(tmp_path / "b")])
+    assert r.exit_code == 1 and "not a finished run" in r.output
+
+
+@pytest.mark.real
+def test_real_retrieval_recall(real_settings, real_index, real_embedder, tmp_path) -> None:
+    """With the real embedder and our gold file, fused retrieval finds the evidence in the top 5."""
+    asst = Assistant(real_settings, store=real_index, embedder=real_embedder, llm=FakeLLM())
+    printed = run(real_settings, GOLD, tmp_path / "ret", asst, retrieval=True)
+    data = json.loads((tmp_path / "ret" / "retrieval.json").read_text())
+    assert data["questions"] >= 60
+    assert data["modes"]["hybrid"]["recall@5"] >= 0.95, printed[0]
