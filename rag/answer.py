@@ -183,7 +183,7 @@ class Assistant:
                 return
             passages = self.retriever.search(query, k)
             t_retrieved = time.perf_counter()
-            texts = {name: a.text for name, a in self.store.articles.items()}
+            texts = self.store.texts
             evidence = select_evidence(query, passages, self.embedder, texts,
                                        self.settings.context_tokens, self.settings.max_evidence)
             messages = build_messages(query, evidence)
@@ -202,7 +202,8 @@ class Assistant:
                 yield Token(REFUSAL)
             t_end = time.perf_counter()
             raw_text = "".join(raw).strip()
-            checked = verify(raw_text, evidence, self.embedder, texts, self.settings.support_threshold)
+            about = {ev.chunk.article: self.store.articles[ev.chunk.article].about for ev in evidence}
+            checked = verify(raw_text, evidence, self.embedder, texts, self.settings.support_threshold, about)
             prompt_tokens = sum(self.llm.count_tokens(m["content"]) for m in messages) + 12
             answer = Answer(
                 question=question, answer=checked.answer, answerable=checked.answerable,

@@ -6,7 +6,8 @@ Support of an answer sentence by a quote is explainable and offline:
             + 0.4 * (cosine similarity of the two, rescaled from [0.2, 0.8] to [0, 1])
 
 and a number or name in the sentence that the quote lacks caps support at 0.3 (names and numbers are
-where small models invent, e.g. pinning one company's funding round on another). A sentence is *supported* when its best cited quote reaches the threshold (0.5).
+where small models invent, e.g. pinning one company's funding round on another). A sentence is
+*supported* when its best cited quote reaches the threshold (0.5).
 Markers that point to no passage are dropped; a sentence whose marker is wrong or missing is repaired
 to the best-supporting passage when one reaches the threshold; otherwise the sentence is removed.
 """
@@ -28,8 +29,8 @@ _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _NAME = re.compile(r"\b[A-Z][\w'’]*")
 _WORD = re.compile(r"\w[\w'’]*")
 _NUMBER_WORDS = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen twenty".split())}
+    "zero one two three four five six seven eight nine ten eleven "
+    "twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty".split())}
 _NUMBER_WORD = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r")\b", re.IGNORECASE)
 _REFUSAL = re.compile(
     r"\b(articles?|passages?|text|sources?|context)\b[^.]{0,40}\b(do(es)?|did)\s*(not|n['’]t)\s+"
@@ -67,12 +68,14 @@ def strip_markers(sentence: str) -> str:
     return " ".join(MARKER.sub("", sentence).split())
 
 
-def support(sentence: str, quote: str, cosine: float) -> float:
+def support(sentence: str, quote: str, cosine: float, about: str = "") -> float:
+    """``about``: what else the reader sees of the cited article (title, source, author, date); names
+    from it count as grounded ("according to China Daily" is fine when China Daily is the source)."""
     words = set(_content(sentence))
     quote_words = set(_content(quote))
     lexical = len(words & quote_words) / len(words) if words else 0.0
     score = 0.6 * lexical + 0.4 * min(1.0, max(0.0, (cosine - 0.2) / 0.6))
-    return min(score, 0.3) if ungrounded(sentence, quote) else score
+    return min(score, 0.3) if ungrounded(sentence, f"{quote} {about}") else score
 
 
 def ungrounded(sentence: str, quote: str) -> list[str]:
@@ -100,13 +103,13 @@ def _content(text: str) -> list[str]:
 
 
 def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: Mapping[str, str],
-           threshold: float = 0.5) -> Verified:
+           threshold: float = 0.5, about: Mapping[str, str] | None = None) -> Verified:
     """Keep supported sentences, fix or drop their markers, and resolve citations to exact spans."""
     by_marker = {ev.marker: ev for ev in evidence}
     sentences = [s for s in split_sentences(raw) if strip_markers(s)]
     if not sentences or not evidence or all(is_refusal(strip_markers(s)) for s in sentences):
-        checks = tuple(SentenceCheck(strip_markers(s), (), 0.0, False) for s in sentences)
-        return Verified(REFUSAL, False, (), checks)
+        refused = tuple(SentenceCheck(strip_markers(s), (), 0.0, False) for s in sentences)
+        return Verified(REFUSAL, False, (), refused)
     plain = [strip_markers(s) for s in sentences]
     # One embedding call for the answer sentences and every evidence sentence (cached across calls).
     ev_sents = {ev.marker: [(a, b) for a, b in sentence_spans(texts_by_article[ev.chunk.article], ev.start, ev.end)]
@@ -124,10 +127,11 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
 
     def best_in(marker: int, s_idx: int) -> tuple[float, int]:
         """Best support of sentence s_idx by one sentence of evidence ``marker``, and which one."""
-        scored = [(support(plain[s_idx], ev_texts[marker][j], float(ans_vecs[s_idx] @ ev_vecs[p])), j)
+        meta = (about or {}).get(by_marker[marker].chunk.article, by_marker[marker].chunk.title)
+        scored = [(support(plain[s_idx], ev_texts[marker][j], float(ans_vecs[s_idx] @ ev_vecs[p]), meta), j)
                   for j, p in enumerate(pos[marker])]
         joined = " ".join(ev_texts[marker])
-        whole = support(plain[s_idx], joined, max(float(ans_vecs[s_idx] @ ev_vecs[p]) for p in pos[marker]))
+        whole = support(plain[s_idx], joined, max(float(ans_vecs[s_idx] @ ev_vecs[p]) for p in pos[marker]), meta)
         best = max(scored)
         return (whole, -1) if whole > best[0] + 0.1 else best
 

@@ -67,7 +67,7 @@ def index(settings: Settings, paths: tuple[Path, ...], rebuild: bool, keep_exist
 
     report = build_index(list(paths) or default_paths(settings), settings, rebuild=rebuild,
                          keep_existing=keep_existing, progress=lambda m: click.echo(m, err=True))
-    for path, reason in report.skipped:
+    for _path, reason in report.skipped:
         click.echo(f"warning: skipped {reason}", err=True)
     click.echo(report.summary())
 
@@ -210,7 +210,7 @@ def models(settings: Settings, assemble: bool) -> None:
     from .llm import BUNDLED, installed_models, model_path
 
     installed = installed_models()
-    for name, m in BUNDLED.items():
+    for name in BUNDLED:
         state = "installed" if name in installed else "not installed"
         if assemble and name in installed:
             state = f"ready at {model_path(name, settings)}"

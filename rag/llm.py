@@ -154,14 +154,15 @@ class LlamaCppLLM:
                     ) -> Iterator[str]:
         with self.lock:
             stream = self.llama.create_chat_completion(
-                messages=messages, max_tokens=max_tokens, temperature=self.settings.temperature,
+                messages=messages,  # type: ignore[arg-type]
+                max_tokens=max_tokens, temperature=self.settings.temperature,
                 top_k=1 if self.settings.temperature == 0 else 40, seed=self.settings.seed, stream=True,
                 stop=stop or [],
             )
             for part in stream:
                 delta = part["choices"][0].get("delta", {}).get("content")  # type: ignore[index,union-attr]
                 if delta:
-                    yield delta
+                    yield str(delta)
 
 
 class OpenAICompatLLM:

@@ -40,6 +40,11 @@ class Article:
     def __repr__(self) -> str:
         return f"Article(name={self.name!r}, title={_short(self.title)!r}, blocks={len(self.blocks)})"
 
+    @property
+    def about(self) -> str:
+        """What a reader sees of the article besides its text: title, source, author, date."""
+        return " ".join(filter(None, (self.title, self.source, self.author, self.date)))
+
     def meta(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("text")

@@ -19,10 +19,12 @@ from .store import IndexStore
 
 _TOKEN = re.compile(r"\d+(?:[.,]\d+)*[^\W\d_]*|[^\W\d_]+(?:[-'’][^\W\d_]+)*\d*[a-z]*|\w+", re.UNICODE)
 STOPWORDS = frozenset(
-    "a an and are as at be been but by did do does for from had has have he her his how i if in into is it "
-    "its of on or our she so than that the their them then there these they this to was we were what when "
-    "which while who whom why will with would you your about after also can could may might more most "
-    "said says say according article articles".split()
+    (
+        "a an and are as at be been but by did do does for from had has have he her his how i if in into is "
+        "it its of on or our she so than that the their them then there these they this to was we were what "
+        "when which while who whom why will with would you your about after also can could may might more "
+        "most said says say according article articles"
+    ).split()
 )
 
 

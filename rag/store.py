@@ -39,14 +39,16 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-# The automatic index choice, from `rag bench` (2 cores, 384-dim clustered vectors, single queries):
-# - flat (exact) costs ~0.05 ms per 1k vectors: ~6 ms at 100k, ~60 ms at 1M. Up to 200k it stays near
-#   10 ms, nothing next to a 2 s first token, and it is exact and needs no build.
-# - from 200k on, IVF-Flat: at 1M, nlist 4000 trained on 160k sampled vectors builds in 1-2 min and
-#   nprobe 64 gives recall@10 0.998 at ~1-2 ms (nprobe 32: 0.956, 48: 0.991). HNSW (M 32, efConstruction
-#   80) took 13 min to build at 1M and reached recall@10 0.89 at efSearch 64, 0.94 at 256. The index
-#   is rebuilt from all vectors on every `rag index`, so build time counts as much as search time.
-APPROX_MIN_VECTORS = 200_000
+# The automatic index choice, from `rag bench` (2 cores, 2 threads, 384-dim clustered vectors whose
+# neighbourhoods look like MiniLM's on news chunks, single queries, k=10):
+# - flat (exact): p50 1.6 ms at 10k, 17 ms at 100k, 154 ms at 1M. Exact and free to build, so it is
+#   used while it stays in the tens of milliseconds, small next to a first token of seconds.
+# - from 100k on, IVF-Flat with nlist = 4 sqrt(n) trained on 40 sampled vectors per list, nprobe 64:
+#   100k: build 4 s, p50 1.0 ms, recall@10 0.996; 1M: build 56 s, p50 2.0 ms, recall@10 0.999
+#   (nprobe 32: 0.956, 16: 0.857). HNSW (M 32, efConstruction 80) is as fast to search (100k: 0.9 ms,
+#   recall@10 0.992 at efSearch 128) but took 33 s to build at 100k and 13 min at 1M, and the index is
+#   rebuilt from all vectors on every `rag index`, so it is only used when asked for.
+APPROX_MIN_VECTORS = 100_000
 APPROX_KIND = "ivf"
 APPROXIMATE_KINDS = ("hnsw", "ivf")
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128  # only when asked for (index_type = "hnsw")
@@ -97,6 +99,7 @@ class IndexStore:
         self.chunks = chunks
         self.vectors = vectors
         self.faiss_index = faiss_index
+        self.texts = {name: a.text for name, a in articles.items()}  # original text by article name
 
     def __repr__(self) -> str:
         return f"IndexStore({str(self.path)!r}, articles={len(self.articles)}, chunks={len(self.chunks)})"
