@@ -74,31 +74,34 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def llama_server() -> Iterator[str]:
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """llama-cpp-python's OpenAI-compatible server on loopback, with the default model."""
     port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"  # a file: its verbose log would fill a pipe
+    log_fh = open(log, "wb")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path("qwen2.5-coder-1.5b")),
          "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2",
          "--model_alias", "qwen-server"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        stdout=subprocess.DEVNULL, stderr=log_fh, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     base = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited: {proc.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(f"llama_cpp.server exited: {log.read_text(errors='replace')[-2000:]}")
             try:
                 if httpx.get(f"{base}/models", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.5)
         else:
-            raise RuntimeError("llama_cpp.server did not start in 120 s")
+            raise RuntimeError(f"llama_cpp.server did not start in 120 s: {log.read_text(errors='replace')[-2000:]}")
         yield base
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        log_fh.close()
 
 
 def test_openai_compatible_backend(llama_server: str, real_settings, real_index, real_embedder) -> None:
