@@ -74,7 +74,7 @@ FULL = Plan("full", corpus_chunks=2000, ingest_runs=3, vector_sizes=(10_000, 100
             hnsw_max_vectors=100_000, queries=200, search_runs=3, questions=6, cold_runs=3,
             memory_questions=3)
 QUICK = Plan("quick", corpus_chunks=200, ingest_runs=1, vector_sizes=(10_000,), hnsw_max_vectors=10_000,
-             queries=100, search_runs=2, questions=2, cold_runs=1, memory_questions=1)
+             queries=100, search_runs=2, questions=1, cold_runs=1, memory_questions=1)
 
 
 def cli(settings: Settings, out: Path, quick: bool = False, echo: Echo = print) -> dict[str, Any]:
