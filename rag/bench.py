@@ -114,16 +114,13 @@ class _Context:
 
     def __init__(self, settings: Settings, plan: Plan, work: Path, echo: Echo) -> None:
         self.settings, self.plan, self.work, self.echo = settings, plan, work, echo
-        self._embedder: Any = None
         self._seed_settings: Settings | None = None
 
     @property
     def embedder(self) -> Any:
-        if self._embedder is None:
-            from .embed import get_embedder
+        from .embed import get_embedder  # loaded once per process by get_embedder itself
 
-            self._embedder = get_embedder(self.settings.embedder)
-        return self._embedder
+        return get_embedder(self.settings.embedder)
 
     @property
     def seed_settings(self) -> Settings:
