@@ -135,7 +135,7 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
         best = max(scored)
         return (whole, -1) if whole > best[0] + 0.1 else best
 
-    kept: list[tuple[str, list[tuple[int, int]]]] = []  # (sentence, [(marker, sentence index or -1)])
+    kept: list[tuple[str, list[tuple[int, int, float]]]] = []  # (sentence, [(marker, sentence or -1, support)])
     checks: list[SentenceCheck] = []
     for s_idx, sent in enumerate(sentences):
         if is_refusal(plain[s_idx]):
@@ -143,15 +143,14 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
             continue  # a partial "the articles do not say X" next to supported facts adds nothing checkable
         cited = [m for m in dict.fromkeys(markers_of(sent)) if m in by_marker]
         scored = {m: best_in(m, s_idx) for m in cited}
-        good = [(m, j) for m, (sc, j) in scored.items() if sc >= threshold]
+        good = [(m, j, sc) for m, (sc, j) in scored.items() if sc >= threshold]
         if not good:  # repair: the best passage overall, if it supports the sentence
             all_scores = {m: best_in(m, s_idx) for m in by_marker}
             m_best = max(all_scores, key=lambda m: all_scores[m][0])
             if all_scores[m_best][0] >= threshold:
-                good = [(m_best, all_scores[m_best][1])]
-                scored[m_best] = all_scores[m_best]
-        best = max((scored[m][0] for m, _ in good), default=max((v[0] for v in scored.values()), default=0.0))
-        checks.append(SentenceCheck(plain[s_idx], tuple(m for m, _ in good), round(best, 3), bool(good)))
+                good = [(m_best, all_scores[m_best][1], all_scores[m_best][0])]
+        best = max((sc for _, _, sc in good), default=max((v[0] for v in scored.values()), default=0.0))
+        checks.append(SentenceCheck(plain[s_idx], tuple(m for m, _, _ in good), round(best, 3), bool(good)))
         if good:
             kept.append((plain[s_idx], good))
     if not kept:
@@ -160,17 +159,17 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
     spans: dict[int, tuple[int, int]] = {}
     supports: dict[int, float] = {}
     order: list[int] = []
-    for s_idx_sent, good in kept:
-        for m, j in good:
+    for _, good in kept:
+        for m, j, sc in good:
             a, b = (ev_sents[m][j] if j >= 0 else (by_marker[m].start, by_marker[m].end))
             if m in spans:
                 a, b = min(a, spans[m][0]), max(b, spans[m][1])
             else:
                 order.append(m)
             spans[m] = (a, b)
-            supports[m] = max(supports.get(m, 0.0), best_in(m, plain.index(s_idx_sent))[0])
+            supports[m] = max(supports.get(m, 0.0), sc)
     new_num = {m: n for n, m in enumerate(order, 1)}
-    text = " ".join(f"{s} " + "".join(f"[{new_num[m]}]" for m, _ in good) for s, good in kept)
+    text = " ".join(f"{s} " + "".join(f"[{new_num[m]}]" for m, _, _ in good) for s, good in kept)
     text = re.sub(r"([.!?])\s*((?:\[\d+\])+)", r" \2\1", text)  # "... 2019. [1]" -> "... 2019 [1]."
     text = re.sub(r"\s+\[", " [", text).strip()
     citations = []
