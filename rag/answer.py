@@ -181,11 +181,11 @@ class Assistant:
                               timings={"retrieve_s": 0.0, "first_token_s": time.perf_counter() - t0,
                                        "total_s": time.perf_counter() - t0})
                 return
-            passages = self.retriever.search(query, k)
+            passages = self.retriever.search_parts(query, k)
             t_retrieved = time.perf_counter()
             texts = self.store.texts
-            evidence = select_evidence(query, passages, self.embedder, texts,
-                                       self.settings.context_tokens, self.settings.max_evidence)
+            evidence = select_evidence(query, passages, self.embedder, texts, self.settings.context_tokens,
+                                       self.settings.max_evidence, idf=self.retriever.idf)
             messages = build_messages(query, evidence)
             t_prompt = time.perf_counter()
             raw, first = [], None
@@ -203,7 +203,8 @@ class Assistant:
             t_end = time.perf_counter()
             raw_text = "".join(raw).strip()
             about = {ev.chunk.article: self.store.articles[ev.chunk.article].about for ev in evidence}
-            checked = verify(raw_text, evidence, self.embedder, texts, self.settings.support_threshold, about)
+            checked = verify(raw_text, evidence, self.embedder, texts, self.settings.support_threshold, about,
+                             question=query)
             prompt_tokens = sum(self.llm.count_tokens(m["content"]) for m in messages) + 12
             answer = Answer(
                 question=question, answer=checked.answer, answerable=checked.answerable,

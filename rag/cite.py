@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .adequacy import expected_kind, gives_kind, is_echo
 from .chunk import sentence_spans
 from .prompt import REFUSAL
 from .records import Citation, Evidence, SentenceCheck
@@ -72,7 +73,7 @@ def support(sentence: str, quote: str, cosine: float, about: str = "") -> float:
     """``about``: what else the reader sees of the cited article (title, source, author, date); names
     from it count as grounded ("according to China Daily" is fine when China Daily is the source)."""
     words = set(_content(sentence))
-    quote_words = set(_content(quote))
+    quote_words = set(_content(f"{quote} {about}"))
     lexical = len(words & quote_words) / len(words) if words else 0.0
     score = 0.6 * lexical + 0.4 * min(1.0, max(0.0, (cosine - 0.2) / 0.6))
     return min(score, 0.3) if ungrounded(sentence, f"{quote} {about}") else score
@@ -103,12 +104,17 @@ def _content(text: str) -> list[str]:
 
 
 def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: Mapping[str, str],
-           threshold: float = 0.5, about: Mapping[str, str] | None = None) -> Verified:
-    """Keep supported sentences, fix or drop their markers, and resolve citations to exact spans."""
+           threshold: float = 0.5, about: Mapping[str, str] | None = None, question: str = "") -> Verified:
+    """Keep supported sentences, fix or drop their markers, and resolve citations to exact spans.
+
+    With the ``question``, a sentence that only restates it is dropped; if the model gave nothing
+    but such echoes, the best evidence passage is quoted as the answer instead. An answer without
+    what the question asks for (a date, a number, a unit) becomes a refusal (see ``adequacy``).
+    """
     by_marker = {ev.marker: ev for ev in evidence}
     sentences = [s for s in split_sentences(raw) if strip_markers(s)]
     if not sentences or not evidence or all(is_refusal(strip_markers(s)) for s in sentences):
-        refused = tuple(SentenceCheck(strip_markers(s), (), 0.0, False) for s in sentences)
+        refused = tuple(SentenceCheck(strip_markers(s), (), 0.0, False, "refusal") for s in sentences)
         return Verified(REFUSAL, False, (), refused)
     plain = [strip_markers(s) for s in sentences]
     # One embedding call for the answer sentences and every evidence sentence (cached across calls).
@@ -139,8 +145,11 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
     checks: list[SentenceCheck] = []
     for s_idx, sent in enumerate(sentences):
         if is_refusal(plain[s_idx]):
-            checks.append(SentenceCheck(plain[s_idx], (), 0.0, False))
+            checks.append(SentenceCheck(plain[s_idx], (), 0.0, False, "refusal"))
             continue  # a partial "the articles do not say X" next to supported facts adds nothing checkable
+        if question and is_echo(plain[s_idx], question):
+            checks.append(SentenceCheck(plain[s_idx], (), 0.0, False, "echo"))
+            continue
         cited = [m for m in dict.fromkeys(markers_of(sent)) if m in by_marker]
         scored = {m: best_in(m, s_idx) for m in cited}
         good = [(m, j, sc) for m, (sc, j) in scored.items() if sc >= threshold]
@@ -150,10 +159,16 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
             if all_scores[m_best][0] >= threshold:
                 good = [(m_best, all_scores[m_best][1], all_scores[m_best][0])]
         best = max((sc for _, _, sc in good), default=max((v[0] for v in scored.values()), default=0.0))
-        checks.append(SentenceCheck(plain[s_idx], tuple(m for m, _, _ in good), round(best, 3), bool(good)))
+        checks.append(SentenceCheck(plain[s_idx], tuple(m for m, _, _ in good), round(best, 3), bool(good),
+                                    "" if good else "unsupported"))
         if good:
             kept.append((plain[s_idx], good))
-    if not kept:
+    if not kept and any(c.note == "echo" for c in checks):
+        top = evidence[0]  # the most relevant passage, quoted verbatim
+        quote = " ".join(top.text.split())
+        checks.append(SentenceCheck(quote, (top.marker,), 1.0, True, "extract"))
+        kept.append((quote, [(top.marker, -1, 1.0)]))
+    if not kept or (question and not gives_kind(" ".join(s for s, _ in kept), expected_kind(question), question)):
         return Verified(REFUSAL, False, (), tuple(checks))
     # Renumber markers by first appearance; a citation is the narrowed span within its evidence.
     spans: dict[int, tuple[int, int]] = {}

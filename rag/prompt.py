@@ -8,14 +8,15 @@ keeps it in its key/value cache and only the evidence and question are processed
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from .records import Chunk, Evidence, Passage
-from .retrieve import tokenize
+from .retrieve import question_parts, terms
 
 REFUSAL = "The articles do not say."
 
@@ -64,12 +65,18 @@ def estimate_tokens(text: str) -> int:
 
 
 def select_evidence(question: str, passages: list[Passage], embedder: Any, texts_by_article: Mapping[str, str],
-                    budget_tokens: int = 220, max_items: int = 6) -> list[Evidence]:
+                    budget_tokens: int = 220, max_items: int = 6, idf: Callable[[str], float] | None = None,
+                    margin: float = 0.5, lexical_weight: float = 0.75, follow: bool = True) -> list[Evidence]:
     """Pick the sentences that best match the question, within ``budget_tokens``.
 
-    Score = cosine(question, sentence) + 0.5 * share of the question's words in the sentence
-    + 0.1 / passage rank. A sentence that opens with a pronoun ("He added ...") brings its
-    predecessor along so the model knows who "he" is. Adjacent picks merge into one span.
+    Score = cosine(question, sentence) + 0.75 * overlap + 0.1 / passage rank, where overlap is the
+    share of the question's terms found in the sentence, each weighted by ``idf`` (a rare name counts
+    more than "China"). Sentences scoring ``margin`` below the best are left out: a weak distractor
+    next to a strong match makes a small model copy the wrong sentence, and costs prompt tokens. A
+    compound question ("Which chip ..., and how much ...?") ranks sentences per part and takes the
+    best of each part in turn. The best sentence brings its successor (``follow``), which often names
+    who or what it is about; a sentence that opens with a pronoun ("He added ...") brings its
+    predecessor. Adjacent picks merge into one span.
     """
     spans: list[tuple[Chunk, int, int, int]] = []  # (chunk, start, end, passage rank)
     seen: set[tuple[str, int, int]] = set()
@@ -82,20 +89,31 @@ def select_evidence(question: str, passages: list[Passage], embedder: Any, texts
     if not spans:
         return []
     texts = [_text(c, s, e) for c, s, e, _ in spans]
-    vecs = embedder.embed_cached([question] + texts)
-    cos = vecs[1:] @ vecs[0]
-    q_tokens = set(tokenize(question))
-    scores = []
-    for i, t in enumerate(texts):
-        overlap = len(q_tokens & set(tokenize(t))) / len(q_tokens) if q_tokens else 0.0
-        scores.append(float(cos[i]) + 0.5 * overlap + 0.1 / spans[i][3])
-    order = np.argsort(-np.asarray(scores))
+    parts = question_parts(question)
+    queries = parts if len(parts) > 1 else [question]
+    vecs = embedder.embed_cached(queries + texts)
+    cos = vecs[len(queries):] @ vecs[:len(queries)].T  # (sentences, queries)
+    weight = idf or (lambda t: 1.0)
+    sent_terms = [set(terms(t)) for t in texts]
+    rank_bonus = np.array([0.1 / sp[3] for sp in spans])
+    scores = np.empty_like(cos)
+    for j, q in enumerate(queries):
+        q_terms = set(terms(q))
+        total = sum(weight(t) for t in q_terms) or 1.0
+        overlap = np.array([sum(weight(t) for t in q_terms & st) / total for st in sent_terms])
+        scores[:, j] = cos[:, j] + lexical_weight * overlap + rank_bonus
+    rankings = [[int(i) for i in np.argsort(-col) if col[i] >= col.max() - margin] for col in scores.T]
+    best = scores.max(axis=1)
     chosen: set[int] = set()
     used = 0
-    for i in order:
-        picks = [int(i)]
+    for i in _round_robin(rankings):
+        if i in chosen:
+            continue
+        picks = [i]
         if _DANGLING.match(texts[i]) and i > 0 and spans[i - 1][0] is spans[i][0]:
-            picks.insert(0, int(i) - 1)
+            picks.insert(0, i - 1)
+        if follow and not chosen and i + 1 < len(spans) and spans[i + 1][0] is spans[i][0]:
+            picks.append(i + 1)
         cost = sum(estimate_tokens(texts[j]) + 3 for j in picks if j not in chosen)
         if chosen and used + cost > budget_tokens:
             continue
@@ -113,15 +131,21 @@ def select_evidence(question: str, passages: list[Passage], embedder: Any, texts
             groups[-1].append(i)
         else:
             groups.append([i])
-    groups.sort(key=lambda g: -max(scores[j] for j in g))
+    groups.sort(key=lambda g: -max(best[j] for j in g))
     out = []
     for n, g in enumerate(groups, 1):
         chunk = spans[g[0]][0]
         start, end = spans[g[0]][1], spans[g[-1]][2]
         out.append(Evidence(marker=n, chunk=chunk, start=start, end=end,
                             text=texts_by_article[chunk.article][start:end],
-                            relevance=max(scores[j] for j in g)))
+                            relevance=float(max(best[j] for j in g))))
     return out
+
+
+def _round_robin(rankings: list[list[int]]) -> Iterator[int]:
+    """First of each ranking, then second of each, ..."""
+    for row in itertools.zip_longest(*rankings):
+        yield from (i for i in row if i is not None)
 
 
 def _text(chunk: Chunk, s: int, e: int) -> str:

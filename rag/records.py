@@ -133,12 +133,14 @@ class Citation:
 
 @dataclass(frozen=True)
 class SentenceCheck:
-    """One sentence of the answer, the markers it carries and whether the cited quotes support it."""
+    """One sentence of the answer, the markers it carries and whether the cited quotes support it;
+    ``note`` says why a sentence was left out ("unsupported", "echo", "refusal") or "extract"."""
 
     text: str
     markers: tuple[int, ...]
     support: float
     supported: bool
+    note: str = ""
 
 
 @dataclass(frozen=True)

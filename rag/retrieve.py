@@ -7,7 +7,10 @@ where BM25 alone fails; RRF (score = sum of 1 / (rrf_k + rank)) needs no score c
 from __future__ import annotations
 
 import logging
+import math
 import re
+from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import Stemmer
@@ -57,6 +60,14 @@ class Retriever:
         corpus = [terms(f"{sources.get(c.article, c.title)} {c.text}") or ["∅"] for c in store.chunks]
         if corpus:
             self.bm25.index(corpus, show_progress=False)
+        df = Counter(t for doc in corpus for t in set(doc))
+        n = len(corpus)
+        self._idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
+
+    def idf(self, term: str) -> float:
+        """BM25 inverse document frequency of a stemmed term: rare words weigh more, and a word no
+        chunk contains weighs nothing (it cannot tell passages apart)."""
+        return self._idf.get(term, 0.0)
 
     def dense(self, query: str, n: int) -> list[tuple[int, float]]:
         vec = self.embedder.embed_cached([query])[0]
@@ -69,6 +80,20 @@ class Retriever:
         n = min(n, len(self.store.chunks))
         ids, scores = self.bm25.retrieve([tokens], k=n, show_progress=False, n_threads=1)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if s > 0]
+
+    def search_parts(self, question: str, k: int | None = None, per_part: int = 2) -> list[Passage]:
+        """``search``, plus the top ``per_part`` passages of each part of a compound question, ranked
+        after the others: "Which chip ..., and how much ...?" often needs two articles."""
+        passages = self.search(question, k)
+        parts = question_parts(question)
+        if len(parts) > 1:
+            have = {p.chunk.chunk_id for p in passages}
+            for part in parts:
+                for p in self.search(part, per_part):
+                    if p.chunk.chunk_id not in have:
+                        have.add(p.chunk.chunk_id)
+                        passages.append(replace(p, rank=len(passages) + 1))
+        return passages
 
     def search(self, query: str, k: int | None = None, mode: str = "hybrid") -> list[Passage]:
         """Top ``k`` passages for ``query``; ``mode`` is hybrid, dense or lexical."""
@@ -90,6 +115,21 @@ class Retriever:
         order = sorted(fused, key=lambda i: (-fused[i], d_rank.get(i, 1e9)))[:k]
         return [Passage(rank=r, chunk=self.store.chunks[i], score=fused[i], dense_rank=d_rank.get(i),
                         lexical_rank=l_rank.get(i)) for r, i in enumerate(order, 1)]
+
+
+_PART = re.compile(r"(?:,?\s+and\s+|;\s*|\?\s+)(?=(?:which|what|who|whom|whose|how|when|where|why|in which|"
+                   r"on which|at which)\b)", re.IGNORECASE)
+
+
+def question_parts(question: str) -> list[str]:
+    """The parts of a compound question ("Which chip ..., and how much ...?"), or the question alone.
+
+    >>> question_parts("Who founded it, and which city is it in?")
+    ['Who founded it', 'which city is it in?']
+    """
+    parts = [p.strip(" ,;") for p in _PART.split(question)]
+    parts = [p for p in parts if len(p.split()) >= 3]
+    return parts if len(parts) > 1 else [question]
 
 
 def check_question(question: str, max_chars: int = 2000) -> str:

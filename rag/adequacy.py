@@ -1,0 +1,107 @@
+"""Does an answer sentence answer the question? Two checks on top of citation support (``cite``):
+
+* **Echo**: a small model often restates the question as if it were the answer ("Which chip does X
+  match?" -> "X matches the chip [1]."). A sentence that adds no content word to the question's says
+  nothing, however well a passage supports it.
+* **Kind**: a question that asks for a date, a year, a month, a count or an amount in a named unit
+  ("(in points)") is not answered by a sentence without one ("held last week", "rose 11.4 per cent").
+"""
+
+from __future__ import annotations
+
+import re
+
+from .retrieve import terms
+
+# Words that add nothing to a restated question ("X was introduced", "the article says ...").
+_FILLER = frozenset(terms(
+    "said says stated states mentioned mentions noted notes reported reports described describes introduced "
+    "introduces according article articles passage passages commentary text question answer thing things "
+    "one some specific certain particular"))
+
+_MONTHS = ("january february march april may june july august september october november december "
+           "jan feb mar apr jun jul aug sep sept oct nov dec").split()
+_MONTH = re.compile(r"\b(" + "|".join(_MONTHS) + r")\b\.?", re.IGNORECASE)
+_YEAR = re.compile(r"\b(1[89]|20)\d\d\b")
+_ISO_DATE = re.compile(r"\b\d{4}-\d{1,2}-\d{1,2}\b|\b\d{1,2}/\d{1,2}/\d{2,4}\b")
+_DAY_MONTH = re.compile(r"\b\d{1,2}(st|nd|rd|th)?\s+(of\s+)?(" + "|".join(_MONTHS) + r")\b|\b("
+                        + "|".join(_MONTHS) + r")\.?\s+\d{1,2}(st|nd|rd|th)?\b", re.IGNORECASE)
+_NUMBER = re.compile(r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|dozens?|"
+                     r"hundreds?|thousands?|millions?|billions?|half|twice|double|triple)\b", re.IGNORECASE)
+_NUMBER_NAMES = "one two three four five six seven eight nine ten eleven twelve hundred thousand million".split()
+_UNIT_ABBREV = {"nanometr": "nm", "kilometr": "km", "kilogram": "kg", "megawatt": "mw", "gigawatt": "gw",
+                "percent": "%", "percentag": "%"}
+
+_KINDS = (
+    ("date", re.compile(r"\b(what|which|exact)\s+(exact\s+)?(date|dates|day|days)\b|\bon what day\b", re.I)),
+    ("month", re.compile(r"\b(what|which) month\b", re.I)),
+    ("year", re.compile(r"\b(what|which) year\b|\bin what year\b", re.I)),
+    ("number", re.compile(r"\bhow (many|much)\b|\bwhat (percentage|share|number|amount)\b", re.I)),
+)
+_UNIT = re.compile(r"\(in ([a-z]+)\)", re.IGNORECASE)
+
+
+def new_terms(sentence: str, question: str) -> set[str]:
+    """Content terms (stemmed) of ``sentence`` that the question does not already hold."""
+    return set(terms(re.sub(r"\[[\d,; ]+\]", " ", sentence))) - set(terms(question)) - _FILLER
+
+
+def is_echo(sentence: str, question: str) -> bool:
+    """The sentence only restates the question.
+
+    >>> is_echo("The Nvidia chip is considered by some to match the Ascend 910B [1].",
+    ...         "Which Nvidia chip is the Ascend 910B considered by some to match?")
+    True
+    >>> is_echo("It matches the Nvidia A100 [1].", "Which Nvidia chip does the Ascend 910B match?")
+    False
+    """
+    return not new_terms(sentence, question)
+
+
+def expected_kind(question: str) -> str | None:
+    """What the question asks for: ``date``, ``month``, ``year``, ``number``, ``unit:<word>`` or None.
+
+    >>> expected_kind("On what exact dates was the fair held?"), expected_kind("How many firms joined?")
+    ('date', 'number')
+    >>> expected_kind("What level (in points) did the index reach?"), expected_kind("Who said it?")
+    ('unit:points', None)
+    """
+    unit = _UNIT.search(question)
+    if unit:
+        return f"unit:{unit.group(1).lower()}"
+    return next((kind for kind, pattern in _KINDS if pattern.search(question)), None)
+
+
+def gives_kind(answer: str, kind: str | None, question: str = "") -> bool:
+    """The answer holds something of the kind asked for (any answer does when ``kind`` is None);
+    numbers the question already holds ("sold in 2023") do not count.
+
+    >>> gives_kind("It was held last week.", "date"), gives_kind("It opened on July 4.", "date")
+    (False, True)
+    >>> gives_kind("The index rose 11.4 per cent.", "unit:points"), gives_kind("It hit 950 points.", "unit:points")
+    (False, True)
+    >>> gives_kind("Huawei sold phones in 2023.", "number", "How many phones did Huawei sell in 2023?")
+    False
+    >>> gives_kind("It is made on a node (in nanometres) like two-year-old chips.", "unit:nanometres")
+    False
+    >>> gives_kind("It is made on a 7nm node.", "unit:nanometres")
+    True
+    """
+    if kind is None:
+        return True
+    for n in set(re.findall(r"\d+(?:[.,]\d+)*", question)):
+        answer = re.sub(r"(?<![\d.,])" + re.escape(n) + r"(?![\d]|[.,]\d)", " ", answer)
+    if kind == "date":
+        return bool(_DAY_MONTH.search(answer) or _ISO_DATE.search(answer))
+    if kind == "month":
+        return bool(_MONTH.search(answer) or _ISO_DATE.search(answer))
+    if kind == "year":
+        return bool(_YEAR.search(answer))
+    if kind == "number":
+        return bool(_NUMBER.search(answer))
+    unit = kind.removeprefix("unit:")
+    stem = (terms(unit) or [unit])[0]
+    abbrev = next((a for prefix, a in _UNIT_ABBREV.items() if stem.startswith(prefix)), None)
+    unit_re = re.escape(stem[:5]) + r"\w*" + (f"|{re.escape(abbrev)}" if abbrev else "")
+    number = r"(\d[\d.,]*|\b(?:" + "|".join(_NUMBER_NAMES) + r"))"
+    return bool(re.search(number + r"[\s-]*(?:\w+\s+)?(" + unit_re + r")(?!\w)", answer, re.IGNORECASE))
