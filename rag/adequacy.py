@@ -26,7 +26,7 @@ _YEAR = re.compile(r"\b(1[89]|20)\d\d\b")
 _ISO_DATE = re.compile(r"\b\d{4}-\d{1,2}-\d{1,2}\b|\b\d{1,2}/\d{1,2}/\d{2,4}\b")
 _DAY_MONTH = re.compile(r"\b\d{1,2}(st|nd|rd|th)?\s+(of\s+)?(" + "|".join(_MONTHS) + r")\b|\b("
                         + "|".join(_MONTHS) + r")\.?\s+\d{1,2}(st|nd|rd|th)?\b", re.IGNORECASE)
-_NUMBER = re.compile(r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|dozens?|"
+_NUMBER = re.compile(r"(?<![A-Za-z\d.,])\d[\d.,]*(?-i:(?![A-Z\d]))|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|dozens?|"
                      r"hundreds?|thousands?|millions?|billions?|half|twice|double|triple)\b", re.IGNORECASE)
 _NUMBER_NAMES = "one two three four five six seven eight nine ten eleven twelve hundred thousand million".split()
 _UNIT_ABBREV = {"nanometr": "nm", "kilometr": "km", "kilogram": "kg", "megawatt": "mw", "gigawatt": "gw",
@@ -36,7 +36,8 @@ _KINDS = (
     ("date", re.compile(r"\b(what|which|exact)\s+(exact\s+)?(date|dates|day|days)\b|\bon what day\b", re.I)),
     ("month", re.compile(r"\b(what|which) month\b", re.I)),
     ("year", re.compile(r"\b(what|which) year\b|\bin what year\b", re.I)),
-    ("number", re.compile(r"\bhow (many|much)\b|\bwhat (percentage|share|number|amount)\b", re.I)),
+    ("number", re.compile(r"\bhow (many|much)\b|\b(what|which) (percentage|share|number|amount|price|cost|"
+                          r"valuation|salary|sum|figure)\b", re.I)),
 )
 _UNIT = re.compile(r"\(in ([a-z]+)\)", re.IGNORECASE)
 
@@ -82,6 +83,8 @@ def gives_kind(answer: str, kind: str | None, question: str = "") -> bool:
     (False, True)
     >>> gives_kind("Huawei sold phones in 2023.", "number", "How many phones did Huawei sell in 2023?")
     False
+    >>> gives_kind("It makes the H20 and the 910B.", "number"), gives_kind("It costs US$14m.", "number")
+    (False, True)
     >>> gives_kind("It is made on a node (in nanometres) like two-year-old chips.", "unit:nanometres")
     False
     >>> gives_kind("It is made on a 7nm node.", "unit:nanometres")

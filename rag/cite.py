@@ -27,6 +27,10 @@ from .retrieve import STOPWORDS, tokenize
 
 MARKER = re.compile(r"\s*\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_UNITS = ("points?|per ?cent|percent|%|nanometres?|nanometers?|nm|million|billion|trillion|years?|months?|"
+          "weeks?|days?|hours?|minutes?|seconds?|episodes?|companies|products|positions")
+_WITH_UNIT = re.compile(r"(\d+(?:[.,]\d+)*)[\s-]*(" + _UNITS + r")(?!\w)", re.IGNORECASE)
+_NAME_GROUP = re.compile(r"\b[A-Z][\w'’-]*(?:\s+[A-Z][\w'’-]*)*")
 _NAME = re.compile(r"\b[A-Z][\w'’]*")
 _WORD = re.compile(r"\w[\w'’]*")
 _NUMBER_WORDS = {w: i for i, w in enumerate(
@@ -81,9 +85,21 @@ def support(sentence: str, quote: str, cosine: float, about: str = "") -> float:
 
 def ungrounded(sentence: str, quote: str) -> list[str]:
     """Numbers and names of ``sentence`` that ``quote`` lacks ("7" matches "seven"; "US" matches
-    "United States"; names match on their first four letters, so "Chinese" matches "China")."""
-    q_numbers = set(_NUMBER.findall(_digits(quote)))
-    missing = [n for n in _NUMBER.findall(_digits(sentence)) if n not in q_numbers]
+    "United States"; names match on their first four letters, so "Chinese" matches "China"). A number
+    with a unit needs the same unit in the quote: "11.4 points" is not grounded by "11.4 per cent".
+
+    >>> ungrounded("It rose 11.4 points.", "It rose 11.4 per cent."), ungrounded("A 1.5-year gap.", "1.5 years")
+    (['11.4 points'], [])
+    """
+    quote_d, sentence_d = _digits(quote), _digits(sentence)
+    q_numbers = set(_NUMBER.findall(quote_d))
+    missing = [n for n in _NUMBER.findall(sentence_d) if n not in q_numbers]
+    q_units = {(m.group(1), _unit(m.group(2))) for m in _WITH_UNIT.finditer(quote_d)}
+    q_bare = {m.group(0) for m in _NUMBER.finditer(quote_d)} - {n for n, _ in q_units}
+    for m in _WITH_UNIT.finditer(sentence_d):
+        number, unit = m.group(1), _unit(m.group(2))
+        if number in q_numbers and (number, unit) not in q_units and number not in q_bare:
+            missing.append(f"{number} {m.group(2)}")
     q_names = {w.lower()[:4] for w in _WORD.findall(quote)}
     initials = "".join(w[0] for w in _NAME.findall(quote))
     for name in _NAME.findall(sentence):
@@ -92,6 +108,11 @@ def ungrounded(sentence: str, quote: str) -> list[str]:
             continue
         missing.append(name)
     return missing
+
+
+def _unit(word: str) -> str:
+    word = word.lower().replace(" ", "")
+    return "perc" if word == "%" else word[:4]
 
 
 def _digits(text: str) -> str:
@@ -107,9 +128,8 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
            threshold: float = 0.5, about: Mapping[str, str] | None = None, question: str = "") -> Verified:
     """Keep supported sentences, fix or drop their markers, and resolve citations to exact spans.
 
-    With the ``question``, a sentence that only restates it is dropped; if the model gave nothing
-    but such echoes, the best evidence passage is quoted as the answer instead. An answer without
-    what the question asks for (a date, a number, a unit) becomes a refusal (see ``adequacy``).
+    With the ``question``, a sentence that only restates it is dropped, and an answer without what
+    the question asks for (a date, a number, a unit) becomes a refusal (see ``adequacy``).
     """
     by_marker = {ev.marker: ev for ev in evidence}
     sentences = [s for s in split_sentences(raw) if strip_markers(s)]
@@ -117,6 +137,12 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
         refused = tuple(SentenceCheck(strip_markers(s), (), 0.0, False, "refusal") for s in sentences)
         return Verified(REFUSAL, False, (), refused)
     plain = [strip_markers(s) for s in sentences]
+    # A name the user asked about counts as grounded when the passage has part of it: "Zhou estimated
+    # ..." supports "Zhou Hongyi estimated ..." when the question says "Zhou Hongyi".
+    asked = {ev.marker: " ".join(w for group in _NAME_GROUP.findall(question) for w in group.split()
+                                 if any(len(p) > 2 and not p.isupper() and re.search(rf"\b{re.escape(p)}\b", ev.text)
+                                        for p in group.split()))
+             for ev in evidence}
     # One embedding call for the answer sentences and every evidence sentence (cached across calls).
     ev_sents = {ev.marker: [(a, b) for a, b in sentence_spans(texts_by_article[ev.chunk.article], ev.start, ev.end)]
                 or [(ev.start, ev.end)] for ev in evidence}
@@ -133,7 +159,7 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
 
     def best_in(marker: int, s_idx: int) -> tuple[float, int]:
         """Best support of sentence s_idx by one sentence of evidence ``marker``, and which one."""
-        meta = (about or {}).get(by_marker[marker].chunk.article, by_marker[marker].chunk.title)
+        meta = f"{(about or {}).get(by_marker[marker].chunk.article, by_marker[marker].chunk.title)} {asked[marker]}"
         scored = [(support(plain[s_idx], ev_texts[marker][j], float(ans_vecs[s_idx] @ ev_vecs[p]), meta), j)
                   for j, p in enumerate(pos[marker])]
         joined = " ".join(ev_texts[marker])
@@ -163,11 +189,6 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
                                     "" if good else "unsupported"))
         if good:
             kept.append((plain[s_idx], good))
-    if not kept and any(c.note == "echo" for c in checks):
-        top = evidence[0]  # the most relevant passage, quoted verbatim
-        quote = " ".join(top.text.split())
-        checks.append(SentenceCheck(quote, (top.marker,), 1.0, True, "extract"))
-        kept.append((quote, [(top.marker, -1, 1.0)]))
     if not kept or (question and not gives_kind(" ".join(s for s, _ in kept), expected_kind(question), question)):
         return Verified(REFUSAL, False, (), tuple(checks))
     # Renumber markers by first appearance; a citation is the narrowed span within its evidence.

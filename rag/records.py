@@ -134,7 +134,7 @@ class Citation:
 @dataclass(frozen=True)
 class SentenceCheck:
     """One sentence of the answer, the markers it carries and whether the cited quotes support it;
-    ``note`` says why a sentence was left out ("unsupported", "echo", "refusal") or "extract"."""
+    ``note`` says why a sentence was left out: "unsupported", "echo" (restates the question) or "refusal"."""
 
     text: str
     markers: tuple[int, ...]
