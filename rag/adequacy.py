@@ -3,7 +3,7 @@
 * **Echo**: a small model often restates the question as if it were the answer ("Which chip does X
   match?" -> "X matches the chip [1]."). A sentence that adds no content word to the question's says
   nothing, however well a passage supports it.
-* **Kind**: a question that asks for a date, a year, a month, a count or an amount in a named unit
+* **Kind**: a question that asks for a date, a year, a month, a sum of money, a count or an amount in a named unit
   ("(in points)") is not answered by a sentence without one ("held last week", "rose 11.4 per cent").
 """
 
@@ -28,6 +28,8 @@ _DAY_MONTH = re.compile(r"\b\d{1,2}(st|nd|rd|th)?\s+(of\s+)?(" + "|".join(_MONTH
                         + "|".join(_MONTHS) + r")\.?\s+\d{1,2}(st|nd|rd|th)?\b", re.IGNORECASE)
 _NUMBER = re.compile(r"(?<![A-Za-z\d.,])\d[\d.,]*(?-i:(?![A-Z\d]))|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|dozens?|"
                      r"hundreds?|thousands?|millions?|billions?|half|twice|double|triple)\b", re.IGNORECASE)
+_MONEY = re.compile(r"(US\$|HK\$|\$|£|€|¥|\bRMB|\bUSD)\s?\d|\d[\d.,]*\s*(million|billion|trillion|m|bn)?\s*"
+                    r"(yuan|dollars?|euros?|pounds?|yen)\b", re.IGNORECASE)
 _NUMBER_NAMES = "one two three four five six seven eight nine ten eleven twelve hundred thousand million".split()
 _UNIT_ABBREV = {"nanometr": "nm", "kilometr": "km", "kilogram": "kg", "megawatt": "mw", "gigawatt": "gw",
                 "percent": "%", "percentag": "%"}
@@ -36,8 +38,11 @@ _KINDS = (
     ("date", re.compile(r"\b(what|which|exact)\s+(exact\s+)?(date|dates|day|days)\b|\bon what day\b", re.I)),
     ("month", re.compile(r"\b(what|which) month\b", re.I)),
     ("year", re.compile(r"\b(what|which) year\b|\bin what year\b", re.I)),
-    ("number", re.compile(r"\bhow (many|much)\b|\b(what|which) (percentage|share|number|amount|price|cost|"
-                          r"valuation|salary|sum|figure)\b", re.I)),
+    ("money", re.compile(r"\bhow much\b.*\b(money|funding|raise|raised|pay|paid|spend|spent|invest|invested|"
+                         r"cost|costs|worth)\b|\b(what|which)\s+(\w+\s+){0,2}(price|cost|valuation|salary|fee|fine)\b",
+                         re.I)),
+    ("number", re.compile(r"\bhow (many|much)\b|\b(what|which) (percentage|share|number|amount|sum|figure)\b",
+                          re.I)),
 )
 _UNIT = re.compile(r"\(in ([a-z]+)\)", re.IGNORECASE)
 
@@ -60,7 +65,8 @@ def is_echo(sentence: str, question: str) -> bool:
 
 
 def expected_kind(question: str) -> str | None:
-    """What the question asks for: ``date``, ``month``, ``year``, ``number``, ``unit:<word>`` or None.
+    """What the question asks for: ``date``, ``month``, ``year``, ``money``, ``number``, ``unit:<word>``
+    or None.
 
     >>> expected_kind("On what exact dates was the fair held?"), expected_kind("How many firms joined?")
     ('date', 'number')
@@ -85,6 +91,8 @@ def gives_kind(answer: str, kind: str | None, question: str = "") -> bool:
     False
     >>> gives_kind("It makes the H20 and the 910B.", "number"), gives_kind("It costs US$14m.", "number")
     (False, True)
+    >>> gives_kind("It made three GPUs.", "money"), gives_kind("It raised US$14 million.", "money")
+    (False, True)
     >>> gives_kind("It is made on a node (in nanometres) like two-year-old chips.", "unit:nanometres")
     False
     >>> gives_kind("It is made on a 7nm node.", "unit:nanometres")
@@ -100,6 +108,8 @@ def gives_kind(answer: str, kind: str | None, question: str = "") -> bool:
         return bool(_MONTH.search(answer) or _ISO_DATE.search(answer))
     if kind == "year":
         return bool(_YEAR.search(answer))
+    if kind == "money":
+        return bool(_MONEY.search(answer))
     if kind == "number":
         return bool(_NUMBER.search(answer))
     unit = kind.removeprefix("unit:")

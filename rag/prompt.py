@@ -35,11 +35,11 @@ SYSTEM_PROMPT = (
 # 1.5B model and left refusals of unanswerable questions unchanged (8 of 10).
 EXAMPLES = [
     {"role": "user", "content": "Passages:\n[1] The carmaker sold 3.2 million vehicles in 2023, up 12 per cent.\n"
-     "[2] Chief executive Maria Lopez announced the figure on Weibo.\n[3] Exports doubled after the new "
-     "plant in Hungary opened.\n\nQuestion: How many vehicles did the carmaker sell in 2023, and where was it "
-     "announced?"},
-    {"role": "assistant", "content": "The carmaker sold 3.2 million vehicles in 2023 [1]. Chief executive "
-     "Maria Lopez announced it on Weibo [2]."},
+     "[2] Its new battery is considered by analysts to be as good as the Qilin pack made by CATL.\n[3] Exports "
+     "doubled after the new plant in Hungary opened.\n\nQuestion: Which rival pack is the carmaker's battery "
+     "considered as good as, and how many vehicles did it sell in 2023?"},
+    {"role": "assistant", "content": "Analysts consider it as good as CATL's Qilin pack [2]. The carmaker sold 3.2 "
+     "million vehicles in 2023 [1]."},
     {"role": "user", "content": "Passages:\n[1] Exports doubled after the new plant in Hungary opened.\n"
      "[2] Chief executive Maria Lopez announced the figure on Weibo.\n\nQuestion: How much did the plant in "
      "Hungary cost?"},
@@ -113,9 +113,11 @@ def select_evidence(question: str, passages: list[Passage], embedder: Any, texts
         picks = [i]
         if _DANGLING.match(texts[i]) and i > 0 and spans[i - 1][0] is spans[i][0]:
             picks.insert(0, i - 1)
-        if follow and not chosen and i + 1 < len(spans) and spans[i + 1][0] is spans[i][0]:
-            picks.append(i + 1)
         cost = sum(estimate_tokens(texts[j]) + 3 for j in picks if j not in chosen)
+        if follow and not chosen and i + 1 < len(spans) and spans[i + 1][0] is spans[i][0] \
+                and cost + estimate_tokens(texts[i + 1]) + 3 <= budget_tokens:
+            picks.append(i + 1)
+            cost += estimate_tokens(texts[i + 1]) + 3
         if chosen and used + cost > budget_tokens:
             continue
         chosen.update(picks)

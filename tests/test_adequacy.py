@@ -1,0 +1,105 @@
+"""Answer checks beyond citation support: echoes of the question, the kind of answer asked for,
+numbers with their units; and evidence selection for compound questions. Fakes only."""
+
+from __future__ import annotations
+
+import doctest
+from pathlib import Path
+
+import rag.adequacy as adequacy
+import rag.cite as cite
+import rag.retrieve as retrieve
+from rag.cite import verify
+from rag.chunk import sentence_spans
+from rag.prompt import select_evidence
+from rag.records import Chunk, Evidence, Passage
+from rag.retrieve import Retriever, question_parts
+from rag.settings import Settings
+from rag.store import IndexStore, build_index
+
+from .fakes import HashEmbedder
+
+TEXT = ("Acme sold 3.2 million cars in 2023. Its chief executive is Ann Lee. "
+        "Exports doubled after a plant opened in Hungary. The weather was mild.")
+S = list(sentence_spans(TEXT))
+TEXTS = {"acme.txt": TEXT}
+
+
+def chunk() -> Chunk:
+    return Chunk("acme#0", "acme.txt", "Acme report", 0, len(TEXT), TEXT, tuple(S))
+
+
+def evidence() -> list[Evidence]:
+    c = chunk()
+    return [Evidence(1, c, S[0][0], S[1][1], TEXT[S[0][0]:S[1][1]]), Evidence(2, c, *S[2], TEXT[S[2][0]:S[2][1]])]
+
+
+def test_doctests() -> None:
+    for module in (adequacy, cite, retrieve):
+        failed, attempted = doctest.testmod(module)
+        assert attempted and not failed, module.__name__
+
+
+def test_an_echo_of_the_question_is_not_an_answer() -> None:
+    q = "Who is Acme's chief executive?"
+    echo = verify("Acme's chief executive is the chief executive [1].", evidence(), HashEmbedder(), TEXTS,
+                  question=q)
+    assert not echo.answerable and [s.note for s in echo.sentences] == ["echo"]
+    real = verify("Ann Lee is Acme's chief executive [1].", evidence(), HashEmbedder(), TEXTS, question=q)
+    assert real.answerable and real.citations[0].quote == "Its chief executive is Ann Lee."
+    # without the question nothing is judged an echo (the check needs to know what was asked)
+    assert verify("Acme's chief executive is the chief executive [1].", evidence(), HashEmbedder(),
+                  TEXTS).sentences[0].note != "echo"
+
+
+def test_an_answer_without_the_kind_asked_for_is_a_refusal() -> None:
+    q = "In what year did Acme sell 3.2 million cars?"
+    vague = verify("Acme sold 3.2 million cars [1].", evidence(), HashEmbedder(), TEXTS, question=q)
+    assert not vague.answerable and vague.citations == ()
+    dated = verify("Acme sold 3.2 million cars in 2023 [1].", evidence(), HashEmbedder(), TEXTS, question=q)
+    assert dated.answerable
+
+
+def test_a_number_needs_its_unit_in_the_quote() -> None:
+    assert not verify("Acme sold 3.2 billion cars in 2023 [1].", evidence(), HashEmbedder(), TEXTS).answerable
+    assert verify("Acme sold 3.2 million cars in 2023 [1].", evidence(), HashEmbedder(), TEXTS).answerable
+
+
+def test_compound_question_gets_evidence_for_each_part() -> None:
+    q = "Who is the chief executive, and where did exports double?"
+    assert question_parts(q) == ["Who is the chief executive", "where did exports double?"]
+    ev = select_evidence(q, [Passage(1, chunk(), 1.0)], HashEmbedder(), TEXTS, budget_tokens=40, follow=False)
+    text = " ".join(e.text for e in ev)
+    assert "Ann Lee" in text and "Hungary" in text and "weather" not in text
+
+
+def test_weak_sentences_below_the_margin_are_left_out() -> None:
+    q = "Where did exports double after a plant opened?"
+    wide = select_evidence(q, [Passage(1, chunk(), 1.0)], HashEmbedder(), TEXTS, budget_tokens=200, margin=9.0)
+    narrow = select_evidence(q, [Passage(1, chunk(), 1.0)], HashEmbedder(), TEXTS, budget_tokens=200, margin=0.2,
+                             follow=False)
+    assert len(" ".join(e.text for e in wide)) > len(" ".join(e.text for e in narrow))
+    assert [e.text for e in narrow] == ["Exports doubled after a plant opened in Hungary."]
+
+
+def test_rare_question_terms_weigh_more() -> None:
+    """With idf weights, the sentence holding the rare term wins over one sharing only common words."""
+    q = "What about Hungary and the cars?"
+    idf = {"hungari": 5.0, "car": 0.1}.get
+    ev = select_evidence(q, [Passage(1, chunk(), 1.0)], HashEmbedder(), TEXTS, budget_tokens=14,
+                         idf=lambda t: idf(t, 0.0), follow=False)
+    assert "Hungary" in ev[0].text
+
+
+def test_search_parts_adds_passages_for_each_part(settings: Settings, seeds_copy: Path, fake_embedder) -> None:
+    build_index([seeds_copy], settings, fake_embedder)
+    r = Retriever(IndexStore.load(settings.index_dir, settings), fake_embedder, settings)
+    q = "Which chip powers the Mate 60 series phone, and how much did the Sora Index gain on Monday?"
+    single = r.search(q, k=1)
+    parts = r.search_parts(q, k=1)
+    assert parts[0] == single[0] and len(parts) > 1
+    assert [p.rank for p in parts] == list(range(1, len(parts) + 1))
+    assert len({p.chunk.chunk_id for p in parts}) == len(parts)
+    joined = " ".join(p.chunk.text for p in parts)
+    assert "Kirin 9000S" in joined and "11.4 per cent" in joined
+    assert r.idf("kirin") > r.idf("china") > 0 and r.idf("zzzunseen") == 0.0
