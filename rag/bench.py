@@ -25,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -77,11 +77,16 @@ QUICK = Plan("quick", corpus_chunks=200, ingest_runs=1, vector_sizes=(10_000,), 
              queries=100, search_runs=2, questions=1, cold_runs=1, memory_questions=1)
 
 
-def cli(settings: Settings, out: Path, quick: bool = False, echo: Echo = print) -> dict[str, Any]:
-    """Run every section, write ``bench.json`` and ``bench.md`` to ``out``; raise if a section failed."""
+def cli(settings: Settings, out: Path, quick: bool = False, echo: Echo = print,
+        only: Sequence[str] = ()) -> dict[str, Any]:
+    """Run every section (or ``only`` some, keeping the others of an earlier ``bench.json`` in ``out``),
+    write ``bench.json`` and ``bench.md`` to ``out``; raise if a section failed."""
     plan = QUICK if quick else FULL
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"meta": _meta(settings, plan)}
+    results: dict[str, Any] = {}
+    if only and (out / "bench.json").is_file():
+        results = json.loads((out / "bench.json").read_text(encoding="utf-8"))
+    results["meta"] = {**results.get("meta", {}), **_meta(settings, plan)}
     work = Path(tempfile.mkdtemp(prefix="rag-bench-"))
     ctx = _Context(settings, plan, work, echo)
     sections: list[tuple[str, Callable[[_Context], dict[str, Any]]]] = [
@@ -90,6 +95,8 @@ def cli(settings: Settings, out: Path, quick: bool = False, echo: Echo = print) 
     ]
     try:
         for name, fn in sections:
+            if only and name not in only:
+                continue
             echo(f"bench: {name} …")
             t = time.perf_counter()
             try:
@@ -98,12 +105,13 @@ def cli(settings: Settings, out: Path, quick: bool = False, echo: Echo = print) 
                 results[name] = {"error": f"{type(e).__name__}: {e}"}
                 echo(f"bench: {name} failed: {e}")
             results[name]["section_s"] = round(time.perf_counter() - t, 1)
+            results[name]["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")  # sections may come from several runs
             results["meta"]["load_avg_end"] = _load_avg()
             write_results(out, results)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     echo(f"bench: wrote {out / 'bench.json'} and {out / 'bench.md'}")
-    failed = [n for n, _ in sections if "error" in results[n]]
+    failed = [n for n, _ in sections if "error" in results.get(n, {})]
     if failed:
         raise RagError(f"bench sections failed: {', '.join(failed)}; see {out / 'bench.json'}")
     return results

@@ -267,17 +267,20 @@ def eval_(settings: Settings, gold: Path, out: Path | None, limit: int | None, m
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("bench"),
               show_default=True)
 @click.option("--quick", is_flag=True, help="Smaller sizes and fewer runs (a smoke test).")
+@click.option("--only", "only", multiple=True, type=click.Choice(["ingest", "retrieval", "answer", "cold_start",
+              "memory"]), help="Run only these sections, updating them in an existing bench.json (repeatable).")
 @common
-def bench(settings: Settings, out: Path, quick: bool) -> None:
+def bench(settings: Settings, out: Path, quick: bool, only: tuple[str, ...]) -> None:
     """Measure speed: ingestion, retrieval scaling, time to first token, cold start, memory.
 
     \b
     Example:
       rag bench --out bench/
+      rag bench --only answer     # re-measure time to first token only
     """
     from . import bench as bench_mod
 
-    bench_mod.cli(settings, out=out, quick=quick, echo=click.echo)
+    bench_mod.cli(settings, out=out, quick=quick, echo=click.echo, only=only)
 
 
 if __name__ == "__main__":

@@ -479,10 +479,10 @@ def _question_md(rank: int, item: GoldItem, rec: Record, kind: int) -> str:
                          f"{'gold evidence' if hit else 'not gold evidence'}): "
                          f"“{_short(c['quote'], 300)}”")
         lines.append("")
-    unsupported = [x["text"] for x in rec.get("sentences", []) if not x["supported"]]
-    if unsupported and rec["answerable"]:
-        lines += ["**Sentences the support check removed or failed:** " + " / ".join(
-            f"“{_short(t, 200)}”" for t in unsupported), ""]
+    removed = [x for x in rec.get("sentences", []) if not x["supported"]]
+    if removed:
+        lines += ["**Sentences the checks removed:** " + " / ".join(
+            f"“{_short(x['text'], 200)}” ({x.get('note') or 'unsupported'})" for x in removed), ""]
     top = ", ".join(f"{p['article']} {p['start']}–{p['end']}" for p in rec["passages"])
     shown = {n: v for n, v in s.items() if v is not None}
     lines += [f"**Retrieved:** {top or '(nothing)'}", "",
