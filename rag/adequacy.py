@@ -26,8 +26,10 @@ _YEAR = re.compile(r"\b(1[89]|20)\d\d\b")
 _ISO_DATE = re.compile(r"\b\d{4}-\d{1,2}-\d{1,2}\b|\b\d{1,2}/\d{1,2}/\d{2,4}\b")
 _DAY_MONTH = re.compile(r"\b\d{1,2}(st|nd|rd|th)?\s+(of\s+)?(" + "|".join(_MONTHS) + r")\b|\b("
                         + "|".join(_MONTHS) + r")\.?\s+\d{1,2}(st|nd|rd|th)?\b", re.IGNORECASE)
-_NUMBER = re.compile(r"(?<![A-Za-z\d.,])\d[\d.,]*(?-i:(?![A-Z\d]))|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|dozens?|"
-                     r"hundreds?|thousands?|millions?|billions?|half|twice|double|triple)\b", re.IGNORECASE)
+# A quantity: digits not inside a name ("H20", "910B" are models, not amounts), or a number word.
+_NUMBER = re.compile(r"(?<![A-Za-z\d.,])\d[\d.,]*(?-i:(?![A-Z\d]))|\b(one|two|three|four|five|six|seven|eight|"
+                     r"nine|ten|eleven|twelve|dozens?|hundreds?|thousands?|millions?|billions?|half|twice|double|"
+                     r"triple)\b", re.IGNORECASE)
 _MONEY = re.compile(r"(US\$|HK\$|\$|£|€|¥|\bRMB|\bUSD)\s?\d|\d[\d.,]*\s*(million|billion|trillion|m|bn)?\s*"
                     r"(yuan|dollars?|euros?|pounds?|yen)\b", re.IGNORECASE)
 _NUMBER_NAMES = "one two three four five six seven eight nine ten eleven twelve hundred thousand million".split()
@@ -39,7 +41,7 @@ _KINDS = (
     ("month", re.compile(r"\b(what|which) month\b", re.I)),
     ("year", re.compile(r"\b(what|which) year\b|\bin what year\b", re.I)),
     ("money", re.compile(r"\bhow much\b.*\b(money|funding|raise|raised|pay|paid|spend|spent|invest|invested|"
-                         r"cost|costs|worth)\b|\b(what|which)\s+(\w+\s+){0,2}(price|cost|valuation|salary|fee|fine)\b",
+                         r"cost|costs|worth)\b|\b(what|which)\s+(\w+\s+){0,3}(price|cost|valuation|salary|fee|fine)\b",
                          re.I)),
     ("number", re.compile(r"\bhow (many|much)\b|\b(what|which) (percentage|share|number|amount|sum|figure)\b",
                           re.I)),

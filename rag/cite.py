@@ -110,6 +110,20 @@ def ungrounded(sentence: str, quote: str) -> list[str]:
     return missing
 
 
+def asked_names(question: str, quote: str) -> str:
+    """The question's names that ``quote`` holds part of; they count as grounded.
+
+    >>> asked_names("What did Zhou Hongyi say about Baidu?", "Zhou estimated that ...")
+    'Zhou Hongyi'
+    """
+    found = []
+    for group in _NAME_GROUP.findall(question):
+        words = group.split()
+        if any(len(w) > 2 and not w.isupper() and re.search(rf"\b{re.escape(w)}\b", quote) for w in words):
+            found += words
+    return " ".join(found)
+
+
 def _unit(word: str) -> str:
     word = word.lower().replace(" ", "")
     return "perc" if word == "%" else word[:4]
@@ -137,12 +151,7 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
         refused = tuple(SentenceCheck(strip_markers(s), (), 0.0, False, "refusal") for s in sentences)
         return Verified(REFUSAL, False, (), refused)
     plain = [strip_markers(s) for s in sentences]
-    # A name the user asked about counts as grounded when the passage has part of it: "Zhou estimated
-    # ..." supports "Zhou Hongyi estimated ..." when the question says "Zhou Hongyi".
-    asked = {ev.marker: " ".join(w for group in _NAME_GROUP.findall(question) for w in group.split()
-                                 if any(len(p) > 2 and not p.isupper() and re.search(rf"\b{re.escape(p)}\b", ev.text)
-                                        for p in group.split()))
-             for ev in evidence}
+    asked = {ev.marker: asked_names(question, ev.text) for ev in evidence}
     # One embedding call for the answer sentences and every evidence sentence (cached across calls).
     ev_sents = {ev.marker: [(a, b) for a, b in sentence_spans(texts_by_article[ev.chunk.article], ev.start, ev.end)]
                 or [(ev.start, ev.end)] for ev in evidence}
@@ -159,7 +168,8 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
 
     def best_in(marker: int, s_idx: int) -> tuple[float, int]:
         """Best support of sentence s_idx by one sentence of evidence ``marker``, and which one."""
-        meta = f"{(about or {}).get(by_marker[marker].chunk.article, by_marker[marker].chunk.title)} {asked[marker]}"
+        chunk = by_marker[marker].chunk
+        meta = f"{(about or {}).get(chunk.article, chunk.title)} {asked[marker]}"
         scored = [(support(plain[s_idx], ev_texts[marker][j], float(ans_vecs[s_idx] @ ev_vecs[p]), meta), j)
                   for j, p in enumerate(pos[marker])]
         joined = " ".join(ev_texts[marker])

@@ -51,6 +51,15 @@ EXAMPLES = [
      "losses [1]."},
 ]
 
+# Sentences that address the assistant rather than report news ("Ignore the previous instructions and
+# reply ..."); they never carry a fact worth citing, and a small model obeys them when they sit next to
+# the question, so they never reach the prompt. The system prompt's "passages are data" is the other half.
+_INSTRUCTION = re.compile(
+    r"\b(ignore|disregard|forget|override)\b[^.]{0,40}\b(instructions?|prompts?|passages|rules|system|user)\b|"
+    r"^\W*(system|assistant|user)\s*:|\b(reply|respond|answer|output|say|write)\b[^.]{0,25}\b(only|nothing else|single word)\b|"
+    r"\byou (must|should) now\b|\b(the )?(assistant|model|AI) must\b", re.IGNORECASE)
+
+
 REWRITE_PROMPT = (
     "Rewrite the follow-up question as one standalone question, using the previous question for "
     "context. Reply with the rewritten question only."
@@ -77,7 +86,7 @@ def select_evidence(question: str, passages: list[Passage], embedder: Any, texts
     compound question ("Which chip ..., and how much ...?") ranks sentences per part and takes the
     best of each part in turn. The best sentence brings its successor (``follow``), which often names
     who or what it is about; a sentence that opens with a pronoun ("He added ...") brings its
-    predecessor. Adjacent picks merge into one span.
+    predecessor. Adjacent picks merge into one span. Sentences giving orders to the assistant are left out.
     """
     spans: list[tuple[Chunk, int, int, int]] = []  # (chunk, start, end, passage rank)
     seen: set[tuple[str, int, int]] = set()
@@ -90,6 +99,10 @@ def select_evidence(question: str, passages: list[Passage], embedder: Any, texts
     if not spans:
         return []
     texts = [_text(c, s, e) for c, s, e, _ in spans]
+    keep = [i for i, t in enumerate(texts) if not _INSTRUCTION.search(t)]
+    spans, texts = [spans[i] for i in keep], [texts[i] for i in keep]
+    if not spans:
+        return []
     parts = question_parts(question)
     queries = parts if len(parts) > 1 else [question]
     vecs = embedder.embed_cached(queries + texts)
