@@ -56,7 +56,8 @@ EXAMPLES = [
 # the question, so they never reach the prompt. The system prompt's "passages are data" is the other half.
 _INSTRUCTION = re.compile(
     r"\b(ignore|disregard|forget|override)\b[^.]{0,40}\b(instructions?|prompts?|passages|rules|system|user)\b|"
-    r"^\W*(system|assistant|user)\s*:|\b(reply|respond|answer|output|say|write)\b[^.]{0,25}\b(only|nothing else|single word)\b|"
+    r"^\W*(system|assistant|user)\s*:|"
+    r"\b(reply|respond|answer|output|say|write)\b[^.]{0,25}\b(only|nothing else|single word)\b|"
     r"\byou (must|should) now\b|\b(the )?(assistant|model|AI) must\b", re.IGNORECASE)
 
 
