@@ -46,7 +46,11 @@ _KINDS = (
     ("number", re.compile(r"\bhow (many|much)\b|\b(what|which) (percentage|share|number|amount|sum|figure)\b",
                           re.I)),
 )
-_UNIT = re.compile(r"\(in ([a-z]+)\)", re.IGNORECASE)
+# "(in points)", or "in <unit>" for a unit of measure: "What is its performance in teraflops?"
+_MEASURES = ("points|teraflops|petaflops|flops|nanometres|nanometers|metres|meters|kilometres|kilometers|miles|"
+             "kilograms|grams|tonnes|tons|watts|kilowatts|megawatts|gigawatts|gigabytes|terabytes|bytes|"
+             "degrees|hertz|gigahertz|seconds|minutes|hours|days|weeks|months|years")
+_UNIT = re.compile(r"\(in ([a-z]+)\)|\bin (" + _MEASURES + r")\b", re.IGNORECASE)
 
 
 def new_terms(sentence: str, question: str) -> set[str]:
@@ -74,10 +78,12 @@ def expected_kind(question: str) -> str | None:
     ('date', 'number')
     >>> expected_kind("What level (in points) did the index reach?"), expected_kind("Who said it?")
     ('unit:points', None)
+    >>> expected_kind("What is the chip's performance in teraflops?"), expected_kind("Who invested in AI?")
+    ('unit:teraflops', None)
     """
     unit = _UNIT.search(question)
     if unit:
-        return f"unit:{unit.group(1).lower()}"
+        return f"unit:{(unit.group(1) or unit.group(2)).lower()}"
     return next((kind for kind, pattern in _KINDS if pattern.search(question)), None)
 
 

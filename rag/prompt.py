@@ -29,10 +29,10 @@ SYSTEM_PROMPT = (
     f"If the passages do not state what is asked, write only: {REFUSAL}"
 )
 
-# Three worked examples, sent as earlier chat turns: an answer citing two passages, a refusal, and a
-# "why" answer. They sit in the fixed prefix, so llama.cpp caches them with the system prompt and they
-# cost nothing per question; on a 33-question sample they raised correct answers from 14 to 16 with the
-# 1.5B model and left refusals of unanswerable questions unchanged (8 of 10).
+# Four worked examples, sent as earlier chat turns: an answer naming what a "which" question asks for and
+# citing two passages, a refusal when nothing fits, a refusal when the passage names the topic but not what
+# is asked (the model otherwise pins a name from it on the wrong role), and a "why" answer. They sit in the
+# fixed prefix, so llama.cpp caches them with the system prompt and they cost nothing per question.
 EXAMPLES = [
     {"role": "user", "content": "Passages:\n[1] The carmaker sold 3.2 million vehicles in 2023, up 12 per cent.\n"
      "[2] Its new battery is considered by analysts to be as good as the Qilin pack made by CATL.\n[3] Exports "
@@ -43,6 +43,10 @@ EXAMPLES = [
     {"role": "user", "content": "Passages:\n[1] Exports doubled after the new plant in Hungary opened.\n"
      "[2] Chief executive Maria Lopez announced the figure on Weibo.\n\nQuestion: How much did the plant in "
      "Hungary cost?"},
+    {"role": "assistant", "content": REFUSAL},
+    {"role": "user", "content": "Passages:\n[1] The merger, announced by chief executive Maria Lopez, creates "
+     "the country's largest insurer.\n[2] Shares of both firms rose 4 per cent.\n\nQuestion: Which bank "
+     "advised on the merger?"},
     {"role": "assistant", "content": REFUSAL},
     {"role": "user", "content": "Passages:\n[1] Analysts said the merger was driven by the need to cut costs "
      "after two years of losses.\n[2] The bank opened a branch in Lagos.\n\nQuestion: Why did the companies "

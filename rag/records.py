@@ -134,7 +134,8 @@ class Citation:
 @dataclass(frozen=True)
 class SentenceCheck:
     """One sentence of the answer, the markers it carries and whether the cited quotes support it;
-    ``note`` says why a sentence was left out: "unsupported", "echo" (restates the question) or "refusal"."""
+    ``note`` says why a sentence was left out ("unsupported", "echo": restates the question, "refusal"),
+    or "extract" for the passage quoted in place of an answer that only restated the question."""
 
     text: str
     markers: tuple[int, ...]

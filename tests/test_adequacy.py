@@ -42,9 +42,16 @@ def test_doctests() -> None:
 
 def test_an_echo_of_the_question_is_not_an_answer() -> None:
     q = "Who is Acme's chief executive?"
-    echo = verify("Acme's chief executive is the chief executive [1].", evidence(), HashEmbedder(), TEXTS,
+    echo = verify("Acme's chief executive is the chief executive [2].", evidence(), HashEmbedder(), TEXTS,
                   question=q)
-    assert not echo.answerable and [s.note for s in echo.sentences] == ["echo"]
+    # nothing but an echo: the most relevant passage (evidence 1) is quoted verbatim instead
+    assert [s.note for s in echo.sentences] == ["echo", "extract"]
+    assert echo.answerable and echo.answer == f"{evidence()[0].text[:-1]} [1]."
+    assert [(c.start, c.end) for c in echo.citations] == [(evidence()[0].start, evidence()[0].end)]
+    # an echo next to a real answer is just dropped
+    both = verify("Acme's chief executive is the chief executive [1]. Ann Lee leads Acme [1].", evidence(),
+                  HashEmbedder(), TEXTS, question=q)
+    assert [s.note for s in both.sentences] == ["echo", ""] and both.answer == "Ann Lee leads Acme [1]."
     real = verify("Ann Lee is Acme's chief executive [1].", evidence(), HashEmbedder(), TEXTS, question=q)
     assert real.answerable and real.citations[0].quote == "Its chief executive is Ann Lee."
     # without the question nothing is judged an echo (the check needs to know what was asked)
