@@ -61,8 +61,8 @@ EXAMPLES = [
 _INSTRUCTION = re.compile(
     r"\b(ignore|disregard|forget|override)\b[^.]{0,40}\b(instructions?|prompts?|passages|rules|system|user)\b|"
     r"^\W*(system|assistant|user)\s*:|"
-    r"\b(reply|respond|answer|output|say|write)\b[^.]{0,25}\b(only|nothing else|single word)\b|"
-    r"\byou (must|should) now\b|\b(the )?(assistant|model|AI) must\b", re.IGNORECASE)
+    r"\b(reply|respond|answer|output)\b[^.]{0,25}\b(only|nothing else|single word)\b|"
+    r"\byou (must|should) now\b|\bthe assistant must\b", re.IGNORECASE)
 
 
 REWRITE_PROMPT = (
