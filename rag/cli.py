@@ -129,7 +129,7 @@ def ask(settings: Settings, question: str, k: int | None, model: str | None, bac
       rag ask "Which chip powers the Mate 60?" --json
     """
     from .answer import Answer, Assistant, Token
-    from .report import single_markdown
+    from .report import check_note, single_markdown
 
     imported_at = time.time()
     assistant = Assistant(_settings_with(settings, model, backend, base_url))
@@ -155,6 +155,8 @@ def ask(settings: Settings, question: str, k: int | None, model: str | None, bac
         if streaming:
             click.echo("\n" + "-" * 40)
         click.echo(answer.answer)
+        if check_note(answer):
+            click.echo(f"({check_note(answer)})")
         for c in answer.citations:
             click.echo(f"  [{c.marker}] {c.title} ({c.article} {c.start}-{c.end}): “{' '.join(c.quote.split())}”")
 

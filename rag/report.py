@@ -13,6 +13,19 @@ def quote_line(text: str, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def check_note(answer: Answer) -> str:
+    """What the checks did to the model's draft, in one line ("" when they kept it whole)."""
+    dropped = [s for s in answer.sentences if s.note in ("unsupported", "echo")]
+    if any(s.note == "extract" for s in answer.sentences):
+        return "The model only restated the question, so this is the most relevant passage, quoted as it stands."
+    if dropped and answer.answerable:
+        n = len(dropped)
+        return f"{n} sentence{'s' if n > 1 else ''} of the draft left out: not supported by the cited passages."
+    if dropped:
+        return "The model drafted an answer, but the passages do not support it."
+    return ""
+
+
 def answer_markdown(answer: Answer, heading: str | None = None, offset: int = 0) -> tuple[str, list[str]]:
     """The answer with its markers shifted by ``offset``, and its reference lines (for a shared list)."""
     text = answer.answer
@@ -27,6 +40,8 @@ def answer_markdown(answer: Answer, heading: str | None = None, offset: int = 0)
         lines.append(f"> {text}\n")
     else:
         lines.append(f"{text}\n")
+    if any(c.note == "extract" for c in answer.sentences):
+        lines.append(f"_{check_note(answer)}_\n")  # a reader pasting this should know it is a bare quote
     return "\n".join(lines), refs
 
 

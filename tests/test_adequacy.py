@@ -12,7 +12,8 @@ import rag.retrieve as retrieve
 from rag.chunk import sentence_spans
 from rag.cite import verify
 from rag.prompt import select_evidence
-from rag.records import Chunk, Evidence, Passage
+from rag.records import Answer, Chunk, Evidence, Passage
+from rag.report import single_markdown
 from rag.retrieve import Retriever, question_parts
 from rag.settings import Settings
 from rag.store import IndexStore, build_index
@@ -123,3 +124,12 @@ def test_sentences_giving_orders_to_the_assistant_never_reach_the_prompt() -> No
     shown = " ".join(e.text for e in ev)
     assert "23 per cent" in shown and "farms" in shown and "HACKED" not in shown
     assert "only big firms" in shown and "must be regulated" in shown  # news that merely sounds imperative
+
+
+def test_a_quoted_passage_is_labelled_in_markdown() -> None:
+    v = verify("Acme's chief executive is the chief executive [2].", evidence(), HashEmbedder(), TEXTS,
+               question="Who is Acme's chief executive?")
+    answer = Answer(question="Who is Acme's chief executive?", answer=v.answer, answerable=v.answerable,
+                    citations=v.citations, passages=(), sentences=v.sentences)
+    md = single_markdown(answer)
+    assert "_The model only restated the question" in md and "### References" in md

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from rag.answer import Answer, Assistant, Token
 from rag.errors import InputError
 from rag.ingest import parse_article
-from rag.records import Citation
+from rag.records import Citation, SentenceCheck
 from rag.settings import Settings
 from rag.store import IndexStore, build_index, current_version
 from ui import render
@@ -87,6 +87,21 @@ def test_answer_html_links_known_markers_and_escapes() -> None:
 def test_refusal_is_a_plain_notice() -> None:
     html_ = render.answer_html(_answer("The articles do not say.", answerable=False), turn=0)
     assert "rag-refusal" in html_ and "<sup" not in html_ and "error" not in html_.lower()
+
+
+def test_answer_says_what_the_checks_removed() -> None:
+    cite = (_citation("x claim y", "claim"),)
+    kept = SentenceCheck("A claim.", (1,), 0.9, True)
+    assert "rag-check" not in render.answer_html(_answer("A claim [1].", cite, sentences=(kept,)), turn=0)
+    dropped = SentenceCheck("Acme <b>bought</b> Mars.", (2,), 0.2, False, "unsupported")
+    html_ = render.answer_html(_answer("A claim [1].", cite, sentences=(kept, dropped)), turn=0)
+    assert "1 sentence of the draft left out" in html_ and "<b>" not in html_
+    echo = SentenceCheck("Q restated.", (), 0.0, False, "echo")
+    quoted = SentenceCheck("claim", (1,), 1.0, True, "extract")
+    html_ = render.answer_html(_answer("claim [1].", cite, sentences=(echo, quoted)), turn=0)
+    assert "most relevant passage, quoted" in html_
+    refused = render.answer_html(_answer("The articles do not say.", answerable=False, sentences=(dropped,)), 0)
+    assert "rag-refusal" in refused and "passages do not support it" in refused
 
 
 def test_source_card_escapes_article_text_and_marks_quote_in_its_paragraph() -> None:

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 
 from rag.records import Answer, Article, Citation
+from rag.report import check_note
 
 _MARKER = re.compile(r"\[(\d+)\]")
 CURSOR = "▌"
@@ -34,9 +35,12 @@ def streaming_html(raw: str) -> str:
 
 
 def answer_html(answer: Answer, turn: int) -> str:
-    """The verified answer with each ``[n]`` turned into a superscript link to its source card."""
+    """The verified answer with each ``[n]`` turned into a superscript link to its source card, and a
+    line saying what the checks removed, if anything."""
+    note = check_note(answer)
+    note_html = f'<br><small class="rag-check">{escape_chat(note)}</small>' if note else ""
     if not answer.answerable:
-        return f'<em class="rag-refusal">{escape_chat(answer.answer)}</em>'
+        return f'<em class="rag-refusal">{escape_chat(answer.answer)}</em>{note_html}'
     known = {c.marker for c in answer.citations}
     parts, pos = [], 0
     for m in _MARKER.finditer(answer.answer):
@@ -49,7 +53,7 @@ def answer_html(answer: Answer, turn: int) -> str:
             parts.append(escape_chat(m.group(0)))
         pos = m.end()
     parts.append(escape_chat(answer.answer[pos:]))
-    return "".join(parts)
+    return "".join(parts) + note_html
 
 
 def quote_context(article: Article | None, citation: Citation, max_side: int = 320) -> str:
@@ -127,6 +131,7 @@ CSS = """
 .rag-ctx mark { background: #fde68a; color: #111; padding: 0 1px; border-radius: 2px; }
 .rag-notice { padding: 6px 0; }
 .rag-refusal { color: var(--body-text-color-subdued); }
+.rag-check { color: var(--body-text-color-subdued); }
 .rag-cite a { text-decoration: none; font-weight: 600; }
 """
 
