@@ -9,7 +9,14 @@ import pytest
 from rag.answer import Assistant, Status, Token
 from rag.chunk import sentence_spans
 from rag.cite import is_refusal, markers_of, split_sentences, strip_markers, support, verify
-from rag.prompt import REFUSAL, SYSTEM_PROMPT, build_messages, looks_like_follow_up, select_evidence
+from rag.prompt import (
+    REFUSAL,
+    SYSTEM_PROMPT,
+    build_messages,
+    build_rewrite_messages,
+    looks_like_follow_up,
+    select_evidence,
+)
 from rag.records import Chunk, Evidence
 from rag.store import IndexStore, build_index
 
@@ -94,6 +101,8 @@ def test_prompt_is_compact_and_has_a_stable_prefix() -> None:
     b = build_messages("q2", [])
     assert a[0] == b[0] and a[0]["content"] == SYSTEM_PROMPT
     assert a[:-1] == b[:-1]  # everything but the last message is the cached prefix
+    # a follow-up's rewrite request shares that prefix, so the answer after it does not evaluate it again
+    assert build_rewrite_messages("And its maker?", ["Which chip?"])[:-1] == a[:-1]
     assert "[1] Acme sold 3.2 million cars in 2023. Its chief" in a[-1]["content"]
 
 
