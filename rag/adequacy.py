@@ -3,8 +3,9 @@
 * **Echo**: a small model often restates the question as if it were the answer ("Which chip does X
   match?" -> "X matches the chip [1]."). A sentence that adds no content word to the question's says
   nothing, however well a passage supports it.
-* **Kind**: a question that asks for a date, a year, a month, a sum of money, a count or an amount in a named unit
-  ("(in points)") is not answered by a sentence without one ("held last week", "rose 11.4 per cent").
+* **Kind**: a question that asks for a date, a year, a month, a sum of money, a count or an amount in a
+  named unit ("(in points)") is not answered by a sentence without one ("held last week", "rose 11.4 per
+  cent").
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ _KINDS = (
 # "(in points)", or "in <unit>" for a unit of measure: "What is its performance in teraflops?"
 _MEASURES = ("points|teraflops|petaflops|flops|nanometres|nanometers|metres|meters|kilometres|kilometers|miles|"
              "kilograms|grams|tonnes|tons|watts|kilowatts|megawatts|gigawatts|gigabytes|terabytes|bytes|"
-             "degrees|hertz|gigahertz|seconds|minutes|hours|days|weeks|months|years")
+             "degrees|hertz|gigahertz")  # not time units: "the biggest rally in years" asks for no amount
 _UNIT = re.compile(r"\(in ([a-z]+)\)|\bin (" + _MEASURES + r")\b", re.IGNORECASE)
 
 
