@@ -155,8 +155,9 @@ def ask(settings: Settings, question: str, k: int | None, model: str | None, bac
         if streaming:
             click.echo("\n" + "-" * 40)
         click.echo(answer.answer)
-        if check_note(answer):
-            click.echo(f"({check_note(answer)})")
+        note = check_note(answer)
+        if note:
+            click.echo(f"({note})")
         for c in answer.citations:
             click.echo(f"  [{c.marker}] {c.title} ({c.article} {c.start}-{c.end}): “{' '.join(c.quote.split())}”")
 

@@ -94,18 +94,18 @@ def select_evidence(question: str, passages: list[Passage], embedder: Any, texts
     predecessor. Adjacent picks merge into one span. Sentences giving orders to the assistant are left out.
     """
     spans: list[tuple[Chunk, int, int, int]] = []  # (chunk, start, end, passage rank)
+    texts: list[str] = []
     seen: set[tuple[str, int, int]] = set()
     for p in passages:
         for s, e in p.chunk.sentences or ((p.chunk.start, p.chunk.end),):
             key = (p.chunk.article, s, e)
-            if key not in seen:
-                seen.add(key)
+            if key in seen:
+                continue
+            seen.add(key)
+            text = _text(p.chunk, s, e)
+            if not _INSTRUCTION.search(text):
                 spans.append((p.chunk, s, e, p.rank))
-    if not spans:
-        return []
-    texts = [_text(c, s, e) for c, s, e, _ in spans]
-    keep = [i for i, t in enumerate(texts) if not _INSTRUCTION.search(t)]
-    spans, texts = [spans[i] for i in keep], [texts[i] for i in keep]
+                texts.append(text)
     if not spans:
         return []
     parts = question_parts(question)

@@ -1,4 +1,5 @@
-"""Small fakes for fast unit tests: a bag-of-words embedder and an LLM whose replies are queued."""
+"""Small fakes for fast unit tests: a bag-of-words embedder, an LLM whose replies are queued, and a
+four-sentence article with its chunk and evidence for prompt and citation tests."""
 
 from __future__ import annotations
 
@@ -7,8 +8,25 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from rag.chunk import sentence_spans
 from rag.embed import Embedder
+from rag.records import Chunk, Evidence
 from rag.retrieve import tokenize
+
+ACME = ("Acme sold 3.2 million cars in 2023. Its chief executive is Ann Lee. "
+        "Exports doubled after a plant opened in Hungary. The weather was mild.")
+ACME_SPANS = list(sentence_spans(ACME))  # four sentences
+
+
+def acme_chunk() -> Chunk:
+    """The whole ACME text as one chunk of ``acme.txt``."""
+    return Chunk("acme#0", "acme.txt", "Acme report", 0, len(ACME), ACME, tuple(ACME_SPANS))
+
+
+def acme_evidence() -> list[Evidence]:
+    """[1] = the first two sentences, [2] = the third."""
+    c, s = acme_chunk(), ACME_SPANS
+    return [Evidence(1, c, s[0][0], s[1][1], ACME[s[0][0]:s[1][1]]), Evidence(2, c, *s[2], ACME[s[2][0]:s[2][1]])]
 
 
 class HashEmbedder(Embedder):

@@ -12,27 +12,18 @@ import rag.retrieve as retrieve
 from rag.chunk import sentence_spans
 from rag.cite import verify
 from rag.prompt import select_evidence
-from rag.records import Answer, Chunk, Evidence, Passage
+from rag.records import Answer, Chunk, Passage
 from rag.report import single_markdown
 from rag.retrieve import Retriever, question_parts
 from rag.settings import Settings
 from rag.store import IndexStore, build_index
 
+from .fakes import ACME as TEXT
 from .fakes import HashEmbedder
+from .fakes import acme_chunk as chunk
+from .fakes import acme_evidence as evidence
 
-TEXT = ("Acme sold 3.2 million cars in 2023. Its chief executive is Ann Lee. "
-        "Exports doubled after a plant opened in Hungary. The weather was mild.")
-S = list(sentence_spans(TEXT))
 TEXTS = {"acme.txt": TEXT}
-
-
-def chunk() -> Chunk:
-    return Chunk("acme#0", "acme.txt", "Acme report", 0, len(TEXT), TEXT, tuple(S))
-
-
-def evidence() -> list[Evidence]:
-    c = chunk()
-    return [Evidence(1, c, S[0][0], S[1][1], TEXT[S[0][0]:S[1][1]]), Evidence(2, c, *S[2], TEXT[S[2][0]:S[2][1]])]
 
 
 def test_doctests() -> None:

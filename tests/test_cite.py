@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from rag.answer import Assistant, Status, Token
-from rag.chunk import sentence_spans
 from rag.cite import is_refusal, markers_of, split_sentences, strip_markers, support, verify
 from rag.prompt import (
     REFUSAL,
@@ -17,26 +16,13 @@ from rag.prompt import (
     looks_like_follow_up,
     select_evidence,
 )
-from rag.records import Chunk, Evidence
 from rag.store import IndexStore, build_index
 
+from .fakes import ACME as TEXT
+from .fakes import ACME_SPANS as S
 from .fakes import FakeLLM, HashEmbedder
-
-TEXT = ("Acme sold 3.2 million cars in 2023. Its chief executive is Ann Lee. "
-        "Exports doubled after a plant opened in Hungary. The weather was mild.")
-
-
-S = list(sentence_spans(TEXT))  # four sentences
-
-
-def chunk() -> Chunk:
-    return Chunk("acme#0", "acme.txt", "Acme report", 0, len(TEXT), TEXT, tuple(S))
-
-
-def evidence() -> list[Evidence]:
-    """[1] = the first two sentences, [2] = the third."""
-    c = chunk()
-    return [Evidence(1, c, S[0][0], S[1][1], TEXT[S[0][0]:S[1][1]]), Evidence(2, c, *S[2], TEXT[S[2][0]:S[2][1]])]
+from .fakes import acme_chunk as chunk
+from .fakes import acme_evidence as evidence
 
 
 def test_sentence_and_marker_parsing() -> None:
