@@ -202,13 +202,15 @@ def report(settings: Settings, questions_file: Path, out: Path, fmt: str, k: int
 
 @main.command()
 @click.option("--assemble", is_flag=True, help="Assemble and verify the installed bundled models now.")
+@click.option("--check", is_flag=True,
+              help="Run one short generation with the default model in a child process (cached per build and CPU).")
 @common
-def models(settings: Settings, assemble: bool) -> None:
+def models(settings: Settings, assemble: bool, check: bool) -> None:
     """List the bundled GGUF models; with --assemble, build them once into the cache folder.
 
     \b
     Example:
-      rag models --assemble
+      rag models --assemble --check
     """
     from .llm import BUNDLED, installed_models, model_path
 
@@ -219,6 +221,13 @@ def models(settings: Settings, assemble: bool) -> None:
             state = f"ready at {model_path(name, settings)}"
         default = " (default)" if name == settings.model else ""
         click.echo(f"{name}{default}: {state}")
+    if check:
+        from . import native
+
+        record = native.probe(settings, model_path(settings.model, settings))
+        amx = "AMX, " if record.get("amx") else ""
+        click.echo(f"llama.cpp runs {settings.model} on this CPU ({record.get('cpu')}; {amx}"
+                   f"weight repacking {'on' if record.get('extra_bufts') else 'off'})")
 
 
 @main.command()

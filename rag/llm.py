@@ -133,11 +133,16 @@ class LlamaCppLLM:
     """
 
     def __init__(self, settings: Settings, model: str | None = None) -> None:
-        from llama_cpp import Llama
+        from . import native
 
         self.settings = settings
         self.path = model_path(model or settings.model, settings)
         self.name = model or settings.model
+        native.probe(settings, self.path)  # a crash here is a one-line error, not a dead process
+        self.extra_bufts = native.use_extra_bufts(settings)
+        native.apply(self.extra_bufts)
+        from llama_cpp import Llama
+
         try:
             self.llama = Llama(model_path=str(self.path), n_ctx=settings.n_ctx, n_threads=settings.n_threads,
                                n_batch=512, seed=settings.seed, verbose=False)

@@ -56,6 +56,9 @@ class Settings:
     max_tokens: int = 160
     seed: int = 0
     cache_dir: Path = dataclasses.field(default_factory=_cache_home)
+    # llama.cpp weight repacking into extra buffer types: auto (off on CPUs with AMX, where it crashes:
+    # llama.cpp issue 20824), on or off. See rag/native.py.
+    llama_repack: str = "auto"
     # verification
     support_threshold: float = 0.5
     # guards

@@ -39,5 +39,6 @@ if [ "${1:-}" = "--browser" ] && ! command -v chromium >/dev/null; then
     || echo "setup: could not install chromium; the browser test will be skipped" >&2
 fi
 
-.venv/bin/rag models --assemble
+# One short generation in a child process: a llama.cpp crash on this CPU is named here, not later.
+.venv/bin/rag models --assemble --check
 .venv/bin/rag index

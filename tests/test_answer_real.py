@@ -12,13 +12,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+from rag import native
 from rag.answer import Assistant
 from rag.llm import model_path
 from rag.prompt import REFUSAL
+from rag.settings import Settings
 
 pytestmark = [pytest.mark.real, pytest.mark.llm]
 
@@ -74,13 +77,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """llama-cpp-python's OpenAI-compatible server on loopback, with the default model."""
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """llama-cpp-python's OpenAI-compatible server on loopback, with the default model, started through
+    ``rag.native serve`` so that it loads with this CPU's safe parameters; yields its URL and log file."""
     port = _free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"  # a file: its verbose log would fill a pipe
     log_fh = open(log, "wb")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path("qwen2.5-coder-1.5b")),
+        [sys.executable, "-m", "rag.native", "serve", "--model", str(model_path("qwen2.5-coder-1.5b")),
          "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2",
          "--model_alias", "qwen-server"],
         stdout=subprocess.DEVNULL, stderr=log_fh, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -97,15 +101,16 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 time.sleep(0.5)
         else:
             raise RuntimeError(f"llama_cpp.server did not start in 120 s: {log.read_text(errors='replace')[-2000:]}")
-        yield base
+        yield base, log
     finally:
         proc.terminate()
         proc.wait(timeout=30)
         log_fh.close()
 
 
-def test_openai_compatible_backend(llama_server: str, real_settings, real_index, real_embedder) -> None:
-    settings = real_settings.replace(backend="openai", base_url=llama_server, model="qwen-server")
+def test_openai_compatible_backend(llama_server: tuple[str, Path], real_settings, real_index, real_embedder) -> None:
+    base, log = llama_server
+    settings = real_settings.replace(backend="openai", base_url=base, model="qwen-server")
     assistant = Assistant(settings, store=real_index, embedder=real_embedder)
     answer = assistant.ask(CASES[0][0])
     assert answer.model == "qwen-server"
@@ -113,3 +118,5 @@ def test_openai_compatible_backend(llama_server: str, real_settings, real_index,
     check_citations(answer, real_index)
     refusal = assistant.ask("How old is Zhou Hongyi?")
     assert not refusal.answerable
+    # The server's llama.cpp loaded with this CPU's policy (no AMX repacking where AMX is present).
+    assert f"use_extra_bufts={native.use_extra_bufts(Settings())}" in log.read_text(errors="replace")
