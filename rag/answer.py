@@ -9,21 +9,16 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from . import followup, relevance
 from .cite import verify
 from .errors import RagError
 from .llm import LLM, get_llm, model_path
-from .prompt import (
-    REFUSAL,
-    build_messages,
-    build_rewrite_messages,
-    looks_like_follow_up,
-    select_evidence,
-)
-from .records import Answer
+from .prompt import REFUSAL, build_messages, build_rewrite_messages, select_evidence
+from .records import Answer, SentenceCheck
 from .retrieve import Retriever, check_question
 from .settings import Settings
 from .store import IndexStore
@@ -44,6 +39,7 @@ class Status:
 
 
 Event = Token | Status | Answer
+History = Sequence[str | Mapping[str, Any]]  # earlier questions, or OpenAI-style messages
 
 
 class Assistant:
@@ -147,7 +143,7 @@ class Assistant:
         self.load(warm=True)
 
     # -- answering -------------------------------------------------------------------------------------
-    def ask(self, question: str, *, k: int | None = None, history: list[str] | None = None) -> Answer:
+    def ask(self, question: str, *, k: int | None = None, history: History | None = None) -> Answer:
         answer = None
         for event in self.stream(question, k=k, history=history):
             if isinstance(event, Answer):
@@ -155,24 +151,31 @@ class Assistant:
         assert answer is not None
         return answer
 
-    def stream(self, question: str, *, k: int | None = None, history: list[str] | None = None,
+    def stream(self, question: str, *, k: int | None = None, history: History | None = None,
                stop: threading.Event | None = None) -> Iterator[Event]:
         """Yield ``Status`` and ``Token`` events while answering, then the verified ``Answer``.
 
-        ``history`` holds the previous questions of a conversation; a follow-up that leans on them
-        ("What about Baidu?") is rewritten into a standalone question before retrieval.
+        ``history`` holds the earlier turns of a conversation: earlier questions, or OpenAI-style messages
+        with the answers. A question with an unresolved reference ("Who runs it?", "And the year?") is
+        rewritten into a standalone question before retrieval (see ``followup``); others are answered as
+        asked.
         """
         t0 = time.perf_counter()
         question = check_question(question, self.settings.max_question_chars)
         k = k or self.settings.k
         with self._lock:
             standalone = None
-            if history and looks_like_follow_up(question):
-                standalone = self.rewrite(question, history)
+            earlier = self._with_answers(followup.turns(history))
+            if earlier and followup.needs_context(question):
+                standalone = self.rewrite(question, earlier)
                 if standalone != question:
                     yield Status(f"Searching for: {standalone}")
+                else:
+                    standalone = None
             query = standalone or question
-            key = (query.lower(), k, self.llm.name, self.store.version, self.settings.context_tokens)
+            # Keyed on what was asked and on what was searched: a new question never gets an old answer.
+            key = (question.lower(), query.lower(), k, self.llm.name, self.store.version,
+                   self.settings.context_tokens)
             if key in self._cache:
                 self._cache.move_to_end(key)
                 cached = self._cache[key]
@@ -183,6 +186,16 @@ class Assistant:
                 return
             passages = self.retriever.search_parts(query, k)
             t_retrieved = time.perf_counter()
+            unknown = relevance.off_corpus(query, self.retriever.idf) if self.settings.relevance_gate else []
+            if unknown:  # nothing in the articles names what is asked about: refuse without a model call
+                yield Token(REFUSAL)
+                yield Answer(question=question, answer=REFUSAL, answerable=False, citations=(),
+                             passages=tuple(passages), model=self.llm.name, rewritten_question=standalone,
+                             sentences=(SentenceCheck(f"not in any article: {', '.join(unknown)}", (), 0.0,
+                                                      False, "off-corpus"),),
+                             timings={"retrieve_s": t_retrieved - t0, "first_token_s": t_retrieved - t0,
+                                      "total_s": time.perf_counter() - t0})
+                return
             texts = self.store.texts
             evidence = select_evidence(query, passages, self.embedder, texts, self.settings.context_tokens,
                                        self.settings.max_evidence, idf=self.retriever.idf)
@@ -221,13 +234,19 @@ class Assistant:
                     self._cache.popitem(last=False)
             yield answer
 
-    def rewrite(self, question: str, history: list[str]) -> str:
-        """A standalone version of a follow-up question (the LLM sees only the previous questions)."""
-        out = "".join(self.llm.stream_chat(build_rewrite_messages(question, history), max_tokens=48,
+    def rewrite(self, question: str, earlier: Sequence[followup.Turn]) -> str:
+        """A standalone version of a follow-up question, or the question itself when the rewrite is
+        empty, runs long or drops any of the user's own content words."""
+        out = "".join(self.llm.stream_chat(build_rewrite_messages(question, earlier), max_tokens=48,
                                            stop=["\n"])).strip().strip('"')
-        if not out or len(out) > 4 * len(question) + 200:
+        if not out or len(out) > 4 * len(question) + 200 or not followup.keeps_content(question, out):
             return question
         return out
+
+    def _with_answers(self, earlier: list[followup.Turn]) -> list[followup.Turn]:
+        """Earlier turns given as bare questions take their answers from this assistant's cache."""
+        answers = {key[0]: a.answer for key, a in self._cache.items() if a.answerable}
+        return [(q, a or answers.get(q.lower(), "")) for q, a in earlier]
 
 
 def _warm(llm: LLM) -> None:

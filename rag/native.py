@@ -157,7 +157,9 @@ def _verdict(record: dict[str, Any], model: Path) -> dict[str, Any]:
                 "rebuild llama-cpp-python without native CPU features: see README, 'CPUs'")
         raise ModelError(f"llama.cpp crashed ({name}) running {model.name} on this CPU "
                          f"({record.get('cpu', '?')}); likely cause: {hint}")
-    raise ModelError(f"llama.cpp could not run {model.name} ({record.get('detail') or 'exit ' + str(code)})")
+    last = (record.get("detail") or "").strip().splitlines()[-1:] or [f"exit {code}"]
+    raise ModelError(f"model file {model} could not be loaded ({last[0][:200]}); delete it and run ./run.sh "
+                     "to reassemble it, or pass another --model")
 
 
 def _probe_child(model: str, threads: int, extra_bufts: bool) -> None:

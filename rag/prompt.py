@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -66,8 +66,9 @@ _INSTRUCTION = re.compile(
 
 
 REWRITE_PROMPT = (
-    "Rewrite the follow-up question as one standalone question, using the previous question for "
-    "context. Reply with the rewritten question only."
+    "Rewrite the follow-up question as one standalone question: replace each word that refers to an "
+    "earlier turn (it, he, they, this, 'and the year?') with what it refers to, and keep every other word "
+    "of the follow-up. Reply with the rewritten question only."
 )
 
 _DANGLING = re.compile(r"^[\"“‘]?(he|she|it|they|this|that|these|those|his|her|its|their|the company|"
@@ -195,19 +196,15 @@ def build_messages(question: str, evidence: list[Evidence]) -> list[dict[str, st
     return [{"role": "system", "content": SYSTEM_PROMPT}, *EXAMPLES, {"role": "user", "content": user}]
 
 
-def build_rewrite_messages(question: str, previous: list[str]) -> list[dict[str, str]]:
+def build_rewrite_messages(question: str, previous: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
     """The rewrite request goes after the answering prefix (system prompt and examples), so llama.cpp
-    keeps that prefix cached for the answer that follows instead of evaluating it again (~4 s)."""
-    prev = "\n".join(f"- {q}" for q in previous[-2:])
+    keeps that prefix cached for the answer that follows instead of evaluating it again (~4 s).
+    ``previous`` holds (question, answer) turns; the answers name who "he" or "it" is."""
+    lines = []
+    for q, a in previous[-2:]:
+        lines.append(f"Q: {q}")
+        if a:
+            lines.append(f"A: {a[:300]}")
     return [{"role": "system", "content": SYSTEM_PROMPT}, *EXAMPLES,
-            {"role": "user", "content": f"{REWRITE_PROMPT}\n\nPrevious questions:\n{prev}\nFollow-up: {question}"}]
-
-
-_FOLLOW_UP = re.compile(r"\b(he|she|it|they|them|his|her|its|their|this|that|these|those|there|also|"
-                        r"what about|how about|and|same|instead|then|else|other|another)\b", re.IGNORECASE)
-
-
-def looks_like_follow_up(question: str) -> bool:
-    """Short questions or ones leaning on context ("What about Baidu?") need the previous question."""
-    words = question.split()
-    return len(words) <= 6 or bool(_FOLLOW_UP.search(question))
+            {"role": "user", "content": f"{REWRITE_PROMPT}\n\nConversation:\n" + "\n".join(lines)
+             + f"\nFollow-up: {question}"}]

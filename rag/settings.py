@@ -61,6 +61,7 @@ class Settings:
     llama_repack: str = "auto"
     # verification
     support_threshold: float = 0.5
+    relevance_gate: int = 1  # refuse, without a model call, a question whose names no article holds
     # guards
     max_question_chars: int = 2000
     answer_cache_size: int = 256

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import rag.adequacy as adequacy
 import rag.cite as cite
+import rag.followup as followup
+import rag.relevance as relevance
 import rag.retrieve as retrieve
 from rag.chunk import sentence_spans
 from rag.cite import verify
@@ -27,7 +29,7 @@ TEXTS = {"acme.txt": TEXT}
 
 
 def test_doctests() -> None:
-    for module in (adequacy, cite, retrieve):
+    for module in (adequacy, cite, retrieve, followup, relevance):
         failed, attempted = doctest.testmod(module)
         assert attempted and not failed, module.__name__
 

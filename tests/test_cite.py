@@ -8,12 +8,12 @@ import pytest
 
 from rag.answer import Assistant, Status, Token
 from rag.cite import is_refusal, markers_of, split_sentences, strip_markers, support, verify
+from rag.followup import keeps_content, needs_context, turns
 from rag.prompt import (
     REFUSAL,
     SYSTEM_PROMPT,
     build_messages,
     build_rewrite_messages,
-    looks_like_follow_up,
     select_evidence,
 )
 from rag.store import IndexStore, build_index
@@ -88,14 +88,30 @@ def test_prompt_is_compact_and_has_a_stable_prefix() -> None:
     assert a[0] == b[0] and a[0]["content"] == SYSTEM_PROMPT
     assert a[:-1] == b[:-1]  # everything but the last message is the cached prefix
     # a follow-up's rewrite request shares that prefix, so the answer after it does not evaluate it again
-    assert build_rewrite_messages("And its maker?", ["Which chip?"])[:-1] == a[:-1]
+    assert build_rewrite_messages("And its maker?", [("Which chip?", "")])[:-1] == a[:-1]
     assert "[1] Acme sold 3.2 million cars in 2023. Its chief" in a[-1]["content"]
 
 
 def test_follow_up_detection() -> None:
-    assert looks_like_follow_up("What about Baidu?")
-    assert looks_like_follow_up("And their chips?")
-    assert not looks_like_follow_up("Which chip powers Huawei's Mate 60 series phone today?")
+    assert needs_context("What about Baidu?") and needs_context("And their chips?")
+    assert needs_context("And the year?") and needs_context("Who runs it?") and needs_context("When did he join?")
+    assert not needs_context("Which chip powers Huawei's Mate 60 series phone today?")
+    # short, but self-contained: never rewritten (a rewrite once turned it into the previous topic)
+    assert not needs_context("Who won the 2024 Super Bowl?")
+    assert not needs_context("Which firm that makes GPUs sued Intel?")
+
+
+def test_a_rewrite_that_drops_the_users_words_is_not_used() -> None:
+    assert keeps_content("And who founded it?", "Who founded AIsphere?")
+    assert keeps_content("What about Baidu?", "Which chips does Baidu source from Huawei?")
+    assert not keeps_content("Who won the 2024 Super Bowl?", "Who founded AIsphere?")
+
+
+def test_history_as_messages_pairs_answers_with_questions() -> None:
+    msgs = [{"role": "user", "content": "Who founded AIsphere?"}, {"role": "assistant", "content": "Wang Changhu [1]."},
+            {"role": "user", "content": "How much did it raise?"}]
+    assert turns(msgs) == [("Who founded AIsphere?", "Wang Changhu."), ("How much did it raise?", "")]
+    assert turns(["Which chip?", " "]) == [("Which chip?", "")]
 
 
 def test_assistant_with_fakes(tmp_path: Path, settings, seeds_copy) -> None:
@@ -121,4 +137,28 @@ def test_assistant_with_fakes(tmp_path: Path, settings, seeds_copy) -> None:
     events = list(a.stream("What about Baidu?", history=["Which chip powers the Mate 60 series phone?"]))
     assert any(isinstance(e, Status) for e in events)
     assert events[-1].rewritten_question == "Which company makes the Kirin chip for Baidu?"
-    assert "Previous questions" in llm.calls[-2][-1]["content"]
+    rewrite_prompt = llm.calls[-2][-1]["content"]
+    # the rewrite sees the earlier question and, from the cache, its answer (which names what "it" is)
+    assert "Q: Which chip powers the Mate 60 series phone?" in rewrite_prompt
+    assert "A: Huawei's Mate 60 is powered by the Kirin 9000S chip" in rewrite_prompt
+
+
+def test_new_question_after_a_conversation_is_answered_as_asked(settings, seeds_copy) -> None:
+    """The chat once rewrote "Who won the 2024 Super Bowl?" into the previous topic and answered it from
+    the cache. A self-contained question is not rewritten, and one naming nothing in the articles is
+    refused without a model call."""
+    emb = HashEmbedder()
+    build_index([seeds_copy], settings, emb)
+    store = IndexStore.load(settings.index_dir, settings)
+    llm = FakeLLM().enqueue("Huawei's Mate 60 is powered by the Kirin 9000S chip [1].")
+    a = Assistant(settings, store=store, embedder=emb, llm=llm)
+    first = a.ask("Which chip powers the Mate 60 series phone?")
+    calls = len(llm.calls)
+    new = a.ask("Who won the 2024 Super Bowl?", history=[first.question])
+    assert new.rewritten_question is None and not new.answerable and not new.cached
+    assert len(llm.calls) == calls  # refused before any model call: no rewrite, no answer
+    assert new.sentences[0].note == "off-corpus" and "Super" in new.sentences[0].text
+    # with the gate off, the question still reaches the model (as asked, not rewritten)
+    b = Assistant(settings.replace(relevance_gate=0), store=store, embedder=emb,
+                  llm=FakeLLM().enqueue("The articles do not say."))
+    assert b.ask("Who won the 2024 Super Bowl?", history=[first.question]).rewritten_question is None

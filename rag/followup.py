@@ -1,0 +1,77 @@
+"""Follow-up questions in a conversation: which ones lean on earlier turns, and whether a rewrite is safe.
+
+A question is rewritten into a standalone one only when it holds an unresolved reference: a pronoun
+("Who runs it?"), a demonstrative ("this chip"), or an elliptical opening ("And the year?", "What about
+Baidu?"). A self-contained question ("Who won the 2024 Super Bowl?") is never rewritten, however short.
+A rewrite that drops any of the user's own content words is not used: the question is answered as asked.
+
+Not handled: references by description alone ("the company" after two companies were named) are left to
+the rewrite model; history is the last two turns.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .retrieve import terms
+
+Turn = tuple[str, str]  # (user question, assistant answer or "")
+
+_PRONOUN = re.compile(r"\b(he|she|it|they|them|him|his|her|hers|its|their|theirs|itself|themselves|"
+                      r"this|these|those|the same|the former|the latter|there)\b", re.IGNORECASE)
+# "that" is a pronoun only at the end or after a verb/preposition ("about that?", "did that"), not in
+# "the fund that invested".
+_THAT = re.compile(r"\b(about|of|for|with|is|was|did|does|do|say|said|mean|cause|caused)\s+that\b|\bthat\s*\?*$",
+                   re.IGNORECASE)
+_ELLIPTIC = re.compile(r"^\W*(and|also|but|so|then|what about|how about|what of|same for|what else|"
+                       r"who else|any other|why not)\b", re.IGNORECASE)
+_MARKERS = re.compile(r"\s*\[\d+(?:\s*[,;]\s*\d+)*\]")
+# Words a rewrite may drop: the references themselves and question scaffolding.
+_REFERENCE_WORDS = frozenset(terms("he she it they them him his her hers its their theirs this these those that "
+                                   "there same former latter and also but so then about else other"))
+
+
+def needs_context(question: str) -> bool:
+    """The question leans on an earlier turn.
+
+    >>> needs_context("Who runs it?"), needs_context("And the year?"), needs_context("What about Baidu?")
+    (True, True, True)
+    >>> needs_context("Who won the 2024 Super Bowl?"), needs_context("Which fund that invested in X led?")
+    (False, False)
+    """
+    q = question.strip()
+    return bool(_PRONOUN.search(q) or _THAT.search(q) or _ELLIPTIC.match(q))
+
+
+def keeps_content(question: str, rewrite: str) -> bool:
+    """Every content word of the user's question is still in the rewrite (stemmed).
+
+    >>> keeps_content("And who founded it?", "Who founded AIsphere?")
+    True
+    >>> keeps_content("Who won the 2024 Super Bowl?", "Who founded AIsphere?")
+    False
+    """
+    own = set(terms(question)) - _REFERENCE_WORDS
+    return own <= set(terms(rewrite))
+
+
+def turns(history: Sequence[str | Mapping[str, Any]] | None) -> list[Turn]:
+    """Earlier turns from either a list of earlier questions or OpenAI-style messages
+    (``{"role": "user"|"assistant", "content": str}``); an assistant message belongs to the user message
+    before it."""
+    out: list[Turn] = []
+    for item in history or ():
+        if isinstance(item, str):
+            if item.strip():
+                out.append((item.strip(), ""))
+            continue
+        role, content = item.get("role"), item.get("content")
+        if not isinstance(content, str) or not content.strip():
+            continue
+        if role == "user":
+            out.append((content.strip(), ""))
+        elif role == "assistant" and out and not out[-1][1]:
+            out[-1] = (out[-1][0], " ".join(_MARKERS.sub("", content).split()))
+    return out
