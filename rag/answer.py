@@ -217,7 +217,7 @@ class Assistant:
             raw_text = "".join(raw).strip()
             about = {ev.chunk.article: self.store.articles[ev.chunk.article].about for ev in evidence}
             checked = verify(raw_text, evidence, self.embedder, texts, self.settings.support_threshold, about,
-                             question=query)
+                             question=query, trim=bool(self.settings.trim_unsupported))
             prompt_tokens = sum(self.llm.count_tokens(m["content"]) for m in messages) + 12
             answer = Answer(
                 question=question, answer=checked.answer, answerable=checked.answerable,

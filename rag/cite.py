@@ -124,6 +124,51 @@ def asked_names(question: str, quote: str) -> str:
     return " ".join(found)
 
 
+_PHRASE_HEAD = r"(?:in|on|at|since|by|from|during|until|as of|for|with|of)"
+
+
+def trim_ungrounded(sentence: str, missing: list[str]) -> str | None:
+    """The sentence without the phrase or clause that holds each ungrounded name or number, when what
+    is left still reads as a claim (four words or more); None when nothing could be trimmed.
+
+    A small model often adds one detail the passage does not give ("... in February 2023"); the rest
+    of the sentence can be right, and removing the whole sentence would turn a right answer into a
+    refusal.
+
+    >>> trim_ungrounded("The index rose 11.4 per cent on Monday in February 2023.", ["2023"])
+    'The index rose 11.4 per cent on Monday.'
+    >>> trim_ungrounded("Intel makes the B200.", ["Intel"]) is None
+    True
+    """
+    out = sentence
+    for token in missing:
+        word = re.escape(token.split()[0])
+        if not re.search(rf"\b{word}", out):
+            continue  # gone with an earlier phrase ("in February 2023")
+        parts = re.split(r",\s+", out)
+        hits = [i for i in range(1, len(parts)) if re.search(rf"\b{word}", parts[i]) and len(parts[i].split()) <= 8]
+        if hits:  # a short clause of its own: ", produced by CCTV," or ", in February 2023."
+            i = hits[0]
+            end = parts[i][-1] if parts[i][-1:] in ".!?" else ""
+            if i == len(parts) - 1:
+                out = ", ".join(parts[:i]) + end
+            else:
+                out = ", ".join(parts[:i - 1] + [parts[i - 1] + " " + parts[i + 1]] + parts[i + 2:])
+            continue
+        between = rf"(?:(?!{_PHRASE_HEAD}\b)[\w'’$%.-]+\s+){{0,3}}?"
+        phrase = re.compile(rf",?\s+{_PHRASE_HEAD}\s+{between}[\w'’$%.-]*{word}[\w'’%-]*"
+                            rf"(?:\s+\d{{4}})?(?=[\s,.;!?]|$)", re.IGNORECASE)
+        m = phrase.search(out)
+        if not m:
+            return None
+        out = out[:m.start()] + out[m.end():]
+    out = re.sub(r"\s+([,.;!?])", r"\1", out).strip()
+    out = re.sub(r",\s*([.!?]?)$", r"\1", out)
+    if out == sentence.strip() or len(_WORD.findall(out)) < 4:
+        return None
+    return out if out[-1:] in ".!?" else out + "."
+
+
 def _unit(word: str) -> str:
     word = word.lower().replace(" ", "")
     return "perc" if word == "%" else word[:4]
@@ -139,12 +184,15 @@ def _content(text: str) -> list[str]:
 
 
 def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: Mapping[str, str],
-           threshold: float = 0.5, about: Mapping[str, str] | None = None, question: str = "") -> Verified:
+           threshold: float = 0.5, about: Mapping[str, str] | None = None, question: str = "",
+           trim: bool = True) -> Verified:
     """Keep supported sentences, fix or drop their markers, and resolve citations to exact spans.
 
     With the ``question``, a sentence that only restates it is dropped (if nothing else is left, the
     most relevant passage is quoted as the answer), and an answer without what the question asks for
-    (a date, a number, a unit) becomes a refusal (see ``adequacy``).
+    (a date, a number, a unit) becomes a refusal (see ``adequacy``). With ``trim``, a sentence that fails
+    only for a name or number no cited passage gives loses the phrase that holds it and is kept if the
+    rest is supported (note "trim"; the original is listed as "trimmed").
     """
     by_marker = {ev.marker: ev for ev in evidence}
     sentences = [s for s in split_sentences(raw) if strip_markers(s)]
@@ -167,16 +215,35 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
         pos[m] = list(range(i, i + len(ev_texts[m])))
         i += len(ev_texts[m])
 
-    def best_in(marker: int, s_idx: int) -> tuple[float, int]:
-        """Best support of sentence s_idx by one sentence of evidence ``marker``, and which one."""
+    def meta_of(marker: int) -> str:
         chunk = by_marker[marker].chunk
-        meta = f"{(about or {}).get(chunk.article, chunk.title)} {asked[marker]}"
-        scored = [(support(plain[s_idx], ev_texts[marker][j], float(ans_vecs[s_idx] @ ev_vecs[p]), meta), j)
+        return f"{(about or {}).get(chunk.article, chunk.title)} {asked[marker]}"
+
+    def best_in(marker: int, s_idx: int, text: str | None = None, vec: Any = None) -> tuple[float, int]:
+        """Best support of sentence s_idx (or of ``text`` with embedding ``vec``) by one sentence of
+        evidence ``marker``, and which one (-1: the whole evidence span)."""
+        text = plain[s_idx] if text is None else text
+        vec = ans_vecs[s_idx] if vec is None else vec
+        meta = meta_of(marker)
+        scored = [(support(text, ev_texts[marker][j], float(vec @ ev_vecs[p]), meta), j)
                   for j, p in enumerate(pos[marker])]
         joined = " ".join(ev_texts[marker])
-        whole = support(plain[s_idx], joined, max(float(ans_vecs[s_idx] @ ev_vecs[p]) for p in pos[marker]), meta)
+        whole = support(text, joined, max(float(vec @ ev_vecs[p]) for p in pos[marker]), meta)
         best = max(scored)
         return (whole, -1) if whole > best[0] + 0.1 else best
+
+    def trimmed(s_idx: int, markers: list[int]) -> tuple[str, list[tuple[int, int, float]]] | None:
+        """The sentence without the detail no cited passage gives, if the rest is supported."""
+        for m in markers:
+            missing = ungrounded(plain[s_idx], f"{by_marker[m].text} {meta_of(m)}")
+            short = trim_ungrounded(plain[s_idx], missing) if missing else None
+            if not short or (question and is_echo(short, question)):
+                continue
+            vec = embedder.embed_cached([short])[0]
+            sc, j = best_in(m, s_idx, short, vec)
+            if sc >= threshold:
+                return short, [(m, j, sc)]
+        return None
 
     kept: list[tuple[str, list[tuple[int, int, float]]]] = []  # (sentence, [(marker, sentence or -1, support)])
     checks: list[SentenceCheck] = []
@@ -195,6 +262,13 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
             m_best = max(all_scores, key=lambda m: all_scores[m][0])
             if all_scores[m_best][0] >= threshold:
                 good = [(m_best, all_scores[m_best][1], all_scores[m_best][0])]
+        if not good and trim:
+            cut = trimmed(s_idx, cited or sorted(by_marker))
+            if cut is not None:
+                checks.append(SentenceCheck(plain[s_idx], (), 0.0, False, "trimmed"))
+                checks.append(SentenceCheck(cut[0], (cut[1][0][0],), round(cut[1][0][2], 3), True, "trim"))
+                kept.append(cut)
+                continue
         best = max((sc for _, _, sc in good), default=max((v[0] for v in scored.values()), default=0.0))
         checks.append(SentenceCheck(plain[s_idx], tuple(m for m, _, _ in good), round(best, 3), bool(good),
                                     "" if good else "unsupported"))

@@ -62,6 +62,7 @@ class Settings:
     # verification
     support_threshold: float = 0.5
     relevance_gate: int = 1  # refuse, without a model call, a question whose names no article holds
+    trim_unsupported: int = 1  # drop the phrase with a detail no passage gives, instead of the sentence
     # guards
     max_question_chars: int = 2000
     answer_cache_size: int = 256

@@ -72,6 +72,16 @@ def test_verify_refusal_and_invented_numbers() -> None:
     assert not is_refusal("Acme sold cars.")
 
 
+def test_one_invented_detail_is_trimmed_not_the_whole_answer() -> None:
+    raw = "Acme sold 3.2 million cars in 2023, its best year since 1998 [1]."
+    v = verify(raw, evidence(), HashEmbedder(), {"acme.txt": TEXT})
+    assert v.answerable and v.answer == "Acme sold 3.2 million cars in 2023 [1]."
+    assert [s.note for s in v.sentences] == ["trimmed", "trim"]
+    assert not verify(raw, evidence(), HashEmbedder(), {"acme.txt": TEXT}, trim=False).answerable
+    # the invented number is the claim itself: nothing is left to keep
+    assert not verify("Acme sold 5.7 million cars in 2023 [1].", evidence(), HashEmbedder(), {"acme.txt": TEXT}).answerable
+
+
 def test_prompt_is_compact_and_has_a_stable_prefix() -> None:
     emb = HashEmbedder()
     c = chunk()
