@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import followup, relevance
+from . import confidence, followup, relevance
 from .cite import verify
 from .errors import RagError
 from .llm import LLM, get_llm, model_path
@@ -193,6 +193,7 @@ class Assistant:
                              passages=tuple(passages), model=self.llm.name, rewritten_question=standalone,
                              sentences=(SentenceCheck(f"not in any article: {', '.join(unknown)}", (), 0.0,
                                                       False, "off-corpus"),),
+                             signals={"relevance": 0.0}, confidence=confidence.calibrated({"relevance": 0.0}, False),
                              timings={"retrieve_s": t_retrieved - t0, "first_token_s": t_retrieved - t0,
                                       "total_s": time.perf_counter() - t0})
                 return
@@ -219,6 +220,7 @@ class Assistant:
             checked = verify(raw_text, evidence, self.embedder, texts, self.settings.support_threshold, about,
                              question=query, trim=bool(self.settings.trim_unsupported))
             prompt_tokens = sum(self.llm.count_tokens(m["content"]) for m in messages) + 12
+            signals = confidence.signals(checked, evidence, passages)
             answer = Answer(
                 question=question, answer=checked.answer, answerable=checked.answerable,
                 citations=checked.citations, passages=tuple(passages),
@@ -227,6 +229,7 @@ class Assistant:
                 model=self.llm.name, raw_answer=raw_text, sentences=checked.sentences,
                 rewritten_question=standalone, prompt_tokens=prompt_tokens,
                 completion_tokens=self.llm.count_tokens(raw_text) if raw_text else 0,
+                signals=signals, confidence=confidence.calibrated(signals, checked.answerable),
             )
             if not (stop is not None and stop.is_set()):
                 self._cache[key] = answer

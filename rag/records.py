@@ -161,6 +161,8 @@ class Answer:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: bool = False
+    signals: dict[str, float] = field(default_factory=dict)  # what the confidence is computed from
+    confidence: float | None = None  # calibrated probability that the answer (or refusal) is right
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -176,4 +178,6 @@ class Answer:
             "rewritten_question": self.rewritten_question,
             "usage": {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens},
             "cached": self.cached,
+            "confidence": None if self.confidence is None else round(self.confidence, 3),
+            "signals": {k: round(v, 4) for k, v in self.signals.items()},
         }
