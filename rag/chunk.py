@@ -1,7 +1,8 @@
-"""Split an article's kept blocks into chunks (langchain-text-splitters) and sentences, with offsets.
+"""Split an article's kept lines into chunks (langchain-text-splitters) and sentences, with offsets.
 
-A chunk never crosses an article boundary nor a removed block: the splitter runs on each *section*
-(a run of kept blocks with only blank lines between them), so every chunk is a substring of the file.
+A chunk never crosses an article boundary, a dropped line nor a change of role: the splitter runs on each
+*section* (a run of kept lines of one role with only blank lines between them), so every chunk is a
+substring of the file and a caption is never glued to the paragraph after it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from .records import Article, Chunk
+from .roles import Role
 
 if TYPE_CHECKING:
     from langchain_text_splitters import RecursiveCharacterTextSplitter
@@ -34,18 +36,18 @@ def splitter(chunk_size: int, chunk_overlap: int) -> RecursiveCharacterTextSplit
     )
 
 
-def sections(article: Article) -> Iterator[tuple[int, int]]:
-    """Maximal runs of kept blocks separated only by whitespace in the original text."""
-    run_start = run_end = None
+def sections(article: Article) -> Iterator[tuple[int, int, Role]]:
+    """Maximal runs of kept blocks of one role separated only by whitespace in the original text."""
+    run: tuple[int, int, Role] | None = None
     for b in article.blocks:
-        if run_end is not None and article.text[run_end:b.start].strip() == "":
-            run_end = b.end
+        if run is not None and b.role is run[2] and article.text[run[1]:b.start].strip() == "":
+            run = (run[0], b.end, run[2])
             continue
-        if run_start is not None and run_end is not None:
-            yield run_start, run_end
-        run_start, run_end = b.start, b.end
-    if run_start is not None and run_end is not None:
-        yield run_start, run_end
+        if run is not None:
+            yield run
+        run = (b.start, b.end, b.role)
+    if run is not None:
+        yield run
 
 
 def chunk_article(article: Article, chunk_size: int = 700, chunk_overlap: int = 100) -> list[Chunk]:
@@ -53,7 +55,7 @@ def chunk_article(article: Article, chunk_size: int = 700, chunk_overlap: int = 
     split = splitter(chunk_size, chunk_overlap)
     stem = article.name.rsplit(".", 1)[0]
     chunks: list[Chunk] = []
-    for s_start, s_end in sections(article):
+    for s_start, s_end, role in sections(article):
         section = article.text[s_start:s_end]
         prev_start, prev_end = -1, 0
         for piece in split.split_text(section):
@@ -65,6 +67,7 @@ def chunk_article(article: Article, chunk_size: int = 700, chunk_overlap: int = 
             chunks.append(Chunk(
                 chunk_id=f"{stem}#{len(chunks)}", article=article.name, title=article.title,
                 start=start, end=end, text=piece, sentences=tuple(sentence_spans(article.text, start, end)),
+                role=role,
             ))
     return chunks
 

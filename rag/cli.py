@@ -70,6 +70,8 @@ def index(settings: Settings, paths: tuple[Path, ...], rebuild: bool, keep_exist
     for _path, reason in report.skipped:
         click.echo(f"warning: skipped {reason}", err=True)
     click.echo(report.summary())
+    for name in sorted(report.added + report.updated):  # what indexing kept of each article it read
+        click.echo("  " + report.coverage[name].summary())
 
 
 @main.command()
@@ -159,7 +161,8 @@ def ask(settings: Settings, question: str, k: int | None, model: str | None, bac
         if note:
             click.echo(f"({note})")
         for c in answer.citations:
-            click.echo(f"  [{c.marker}] {c.title} ({c.article} {c.start}-{c.end}): “{' '.join(c.quote.split())}”")
+            where = f"{c.article} {c.start}-{c.end}" + (f"; {c.role_note}" if c.role_note else "")
+            click.echo(f"  [{c.marker}] {c.title} ({where}): “{' '.join(c.quote.split())}”")
 
 
 @main.command()

@@ -287,7 +287,8 @@ def run_config(assistant: Assistant, gold: Path, k: int) -> dict[str, Any]:
                             "max_evidence": s.max_evidence, "max_tokens": s.max_tokens,
                             "temperature": s.temperature, "seed": s.seed, "n_ctx": s.n_ctx,
                             "support_threshold": s.support_threshold, "candidates": s.candidates,
-                            "rrf_k": s.rrf_k, "dense_weight": s.dense_weight},
+                            "rrf_k": s.rrf_k, "dense_weight": s.dense_weight,
+                            "role_weight": s.role_weight},
     }
 
 
@@ -644,7 +645,8 @@ def run_retrieval(assistant: Assistant, items: Sequence[GoldItem], gold: Path, o
     s = assistant.settings
     result["config"] = {"gold": str(gold), "gold_sha256": file_sha256(gold),
                         "index_version": assistant.store.version, "embedder": s.embedder,
-                        "candidates": s.candidates, "rrf_k": s.rrf_k, "dense_weight": s.dense_weight}
+                        "candidates": s.candidates, "rrf_k": s.rrf_k, "dense_weight": s.dense_weight,
+                        "role_weight": s.role_weight}
     result["seconds"] = round(time.perf_counter() - t0, 2)
     text = retrieval_markdown(result)
     _write_atomic(out / "retrieval.json", json.dumps(result, indent=1, ensure_ascii=False) + "\n")

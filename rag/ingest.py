@@ -1,9 +1,9 @@
-"""Read article files (.txt, .md, .html) and find the spans that are article text, not page chrome.
+"""Read article files (.txt, .md, .html) and label every line by its role on the page.
 
-Cleaning never rewrites text: it only *selects* blocks (one per line or paragraph) of the original, so
-every chunk and citation maps back to the file by character offsets. The rules are generic signals of
-boilerplate (navigation labels, repeated captions and teasers, video durations, credit lines, licence
-and copyright lines, and everything after a footer marker such as "Related news" or "Leave a Reply").
+Ingestion never rewrites text nor deletes what a reader can read: every line that carries words is kept
+as a block with a role (body, headline, byline, caption, related, site, footer; see ``roles``), and only
+lines that carry nothing are dropped (a bare "Advertisement", a clip length, exact repeats, which point
+to their first copy). Every chunk and citation maps back to the file by character offsets.
 
 Not handled: PDFs and other binary formats; pages whose article text sits in scripts; for HTML files the
 "original text" is the text extracted from the markup (block elements joined by blank lines), since the
@@ -15,59 +15,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
-from .records import Article, Block
+from .records import Article, Block, Coverage, Dropped
+from .roles import BYLINE, DATE, REPEAT, Role, find_title, label_lines, split_lines
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm")
-CLEANER_VERSION = 2  # bump when the cleaning rules change: indexes built by older rules get rebuilt
-
-# A line that *is* one of these (case-insensitive, trailing punctuation ignored) is page chrome.
-_CHROME = {
-    "advertisement", "advertisements", "sponsored", "share", "share this", "share this article", "tweet",
-    "print", "email", "comments", "home", "menu", "search", "subscribe", "sign up", "sign up now",
-    "log in", "login", "learn more", "read more", "more", "see more", "load more", "post", "next",
-    "previous", "back to top", "top", "skip to content", "cookie settings", "accept", "reference",
-    "references", "source", "sources", "tags", "topics", "photo", "video", "listen", "watch",
-    "dmca compliant image", "get more with mynews", "most read", "trending", "latest", "newsletter",
-}
-# A line starting with one of these ends the article: what follows is footer, comments or teasers.
-_FOOTER = re.compile(
-    r"^(related (news|articles|stories|posts|content|coverage)|articles you may like|you may also like|"
-    r"recommended( for you)?|more (from|on|stories|news)\b|most (popular|read|viewed)|"
-    r"leave a (reply|comment)|\d+ comments?|comments are closed|read next|up next|"
-    r"deep dives|\d+-second catch-up|reference(s)?$|trending now|popular (now|posts))",
-    re.IGNORECASE,
-)
-# Whole lines that are credits, licences, captions or promotions.
-_JUNK = re.compile(
-    r"(copyright\s*(©|\(c\)|\d{4})|©\s*\d{4}|all rights reserved|reproduction in whole or in part|"
-    r"^(photo|image|illustration|video|graphic|credit|source)s?\s*:|\b(photo|illustration|image)\s*:\s*[^.]{0,60}$|"
-    r"\((?:[A-Z][A-Z .'-]+/)?[A-Z][A-Z .'-]+\)\s*$|"  # (KEVIN FRAYER/GETTY IMAGES)
-    r"^also read\s*:|^read (also|more)\s*:|^see also\s*:|^related\s*:|"
-    r"icp|许可证|公网安备|"
-    r"denial of responsibility|email address will not be published|required fields are marked|"
-    r"sign up now|subscribe (now|to|for)|download (the|our) app|app download|"
-    r"privacy policy|terms of (use|service)|cookie policy|contact us|about us)",
-    re.IGNORECASE,
-)
-_DURATION = re.compile(r"^\d{1,2}:\d{2}(:\d{2})?$")  # a video clip's length, e.g. "03:48"
-_DATE = re.compile(r"\b((?:19|20)\d\d-[01]\d-[0-3]\d)(?:[ T][0-2]\d:[0-5]\d(?::[0-5]\d)?)?")
-_BYLINE = re.compile(r"^(?:by\s+|[—–-]\s*)(?P<name>[A-Z][\w.'-]+(?:\s+[A-Z][\w.'-]+){0,3})\s*(?:,|$)")
-_SENTENCE_END = re.compile(r"[.!?…:;][\"'”’)\]]*$")
-
-
-@dataclass(frozen=True)
-class _Line:
-    start: int
-    end: int
-    text: str
+CLEANER_VERSION = 3  # bump when the cleaning rules change: indexes built by older rules get rebuilt
 
 
 def read_text(path: Path, max_bytes: int = 5_000_000) -> tuple[str, str]:
@@ -96,7 +54,7 @@ def read_text(path: Path, max_bytes: int = 5_000_000) -> tuple[str, str]:
 
 
 def load_article(path: Path, max_bytes: int = 5_000_000, name: str | None = None) -> Article:
-    """Read one file and select its article blocks. Raises InputError for unusable files."""
+    """Read one file and label its lines by role. Raises InputError for unusable files."""
     text, digest = read_text(path, max_bytes)
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
@@ -106,56 +64,64 @@ def load_article(path: Path, max_bytes: int = 5_000_000, name: str | None = None
         text, html_title = html_to_text(text)
     article = parse_article(text, name or path.name, digest, markdown=suffix in (".md", ".markdown"),
                             title_hint=html_title)
-    if not article.blocks:
-        raise InputError(f"{path}: no article text found (empty or only boilerplate)")
+    if not any(b.role in (Role.BODY, Role.HEADLINE) for b in article.blocks):
+        raise InputError(f"{path}: no article text found (empty, or only page furniture such as "
+                         "advertisements and comment prompts)")
     return Article(**{**article.__dict__, "path": str(path)})
 
 
 def parse_article(text: str, name: str, sha256: str = "", *, markdown: bool = False,
                   title_hint: str | None = None) -> Article:
-    """Split ``text`` into lines, classify each as article text or chrome, and extract the metadata."""
-    lines = list(_lines(text))
-    counts = Counter(_norm(ln.text) for ln in lines)
-    title, title_norms = _title(lines, counts, markdown, title_hint)
+    """Label each line of ``text`` with its role (``roles.label_lines``) and extract the metadata."""
+    lines = label_lines(text, title=title_hint, markdown=markdown)
+    title, _ = find_title(list(split_lines(text)), markdown, title_hint)
     date = source = author = None
     blocks: list[Block] = []
-    after_duration = False
+    dropped: list[Dropped] = []
+    starts = {ln.number: ln.start for ln in lines}
     for ln in lines:
-        t = ln.text
-        n = _norm(t)
-        if _FOOTER.match(n) and len(t.split()) <= 8:
-            break  # footer: comments, related teasers, licences
-        if markdown and t.startswith("#"):
+        if ln.drop:
+            same_as = starts[ln.same_as] if ln.same_as is not None else None
+            dropped.append(Dropped(ln.start, ln.end, ln.drop, same_as))
             continue
-        m = _DATE.search(t)
-        if m and len(t.split()) <= 15 and not _SENTENCE_END.search(t):
-            date = date or m.group(1)
-            source = source or _source(t[m.end():])
-            author = author or _editor(t)
-            blocks.append(Block(ln.start, ln.end))  # a dateline is article text a reader may cite
-            continue
-        b = _BYLINE.match(t)
-        if b and len(t.split()) <= 8:
-            author = author or b.group("name")
-            blocks.append(Block(ln.start, ln.end))
-            continue
-        if _DURATION.match(t):
-            after_duration = True
-            continue
-        if after_duration and not _SENTENCE_END.search(t):
-            continue  # the teaser title of a video clip
-        after_duration = False
-        if n in title_norms or any(n.endswith(tn) for tn in title_norms if len(tn) > 20):
-            continue
-        if n in _CHROME or counts[n] > 1 or _JUNK.search(t):
-            continue  # chrome, repeated captions/promos, credit and licence lines
-        if not _is_prose(t):
-            continue  # a label, heading or teaser link, not a sentence
-        blocks.append(Block(ln.start, ln.end))
+        blocks.append(Block(ln.start, ln.end, ln.role))
+        if ln.role is Role.BYLINE:
+            m = DATE.search(ln.text)
+            if m:
+                date = date or m.group(1)
+                source = source or _source(ln.text[m.end():])
+                author = author or _editor(ln.text)
+            b = BYLINE.match(ln.text)
+            if b:
+                author = author or b.group("name")
     if not title:
-        title = _first_sentence(text, blocks) or name
+        first = next((b for b in blocks if b.role in (Role.HEADLINE, Role.BODY)), None)
+        title = (_first_sentence(text[first.start:first.end]) if first else None) or name
     return Article(name=name, text=text, sha256=sha256, title=title, date=date, source=source,
-                   author=author, blocks=tuple(blocks))
+                   author=author, blocks=tuple(blocks), dropped=tuple(dropped))
+
+
+def coverage(article: Article) -> Coverage:
+    """Characters per role and dropped per reason; how much of the text that carries words is findable."""
+    text = article.text
+    by_role = {r.value: 0 for r in Role}
+    dropped: dict[str, int] = {}
+    word_chars = findable = 0
+    for b in article.blocks:
+        by_role[b.role.value] += b.end - b.start
+        if _has_words(text[b.start:b.end]):
+            word_chars += b.end - b.start
+            findable += b.end - b.start
+    for d in article.dropped:
+        dropped[d.reason] = dropped.get(d.reason, 0) + d.end - d.start
+        if _has_words(text[d.start:d.end]):
+            word_chars += d.end - d.start
+            findable += (d.end - d.start) if d.reason == REPEAT else 0
+    return Coverage(article.name, word_chars, findable, by_role, dropped)
+
+
+def _has_words(t: str) -> bool:
+    return any(ch.isalpha() for ch in t)
 
 
 def iter_paths(paths: Iterable[Path]) -> Iterator[Path]:
@@ -195,68 +161,8 @@ def html_to_text(html: str) -> tuple[str, str | None]:
     return "\n\n".join(parts), title
 
 
-def _lines(text: str) -> Iterator[_Line]:
-    pos = 0
-    for raw in text.splitlines(keepends=True):
-        body = raw.rstrip("\r\n")
-        stripped = body.strip()
-        if stripped:
-            lead = len(body) - len(body.lstrip())
-            yield _Line(pos + lead, pos + lead + len(stripped), stripped)
-        pos += len(raw)
-
-
-def _norm(t: str) -> str:
-    t = re.sub(r"^[\s\-•*·▪►>#]+", "", t)
-    return " ".join(t.lower().rstrip(" .!:|").split())
-
-
-def _is_prose(t: str) -> bool:
-    words = len(t.split())
-    if t.count(" | ") >= 2:
-        return False  # a navigation bar
-    if _SENTENCE_END.search(t) and words >= 5:
-        return True
-    return words >= 20  # a long line without final punctuation is still text (lost full stop)
-
-
-def _title(lines: list[_Line], counts: Counter[str], markdown: bool,
-           hint: str | None) -> tuple[str | None, set[str]]:
-    if hint:
-        return hint, {_norm(hint)}
-    if markdown:
-        for ln in lines[:20]:
-            if re.match(r"^#\s+\S", ln.text):
-                t = ln.text.lstrip("# ").strip()
-                return t, {_norm(t)}
-    cands = []
-    for i, ln in enumerate(lines[:15]):
-        ends = re.search(r"[.!…][\"'”’)\]]*$", ln.text)
-        if ((ends and len(ln.text.split()) >= 5) or len(ln.text.split()) > 40) \
-                and not _JUNK.search(ln.text) and counts[_norm(ln.text)] == 1:
-            break  # the body has begun: a title comes before it
-        t, n = ln.text, _norm(ln.text)
-        words = len(t.split())
-        if (3 <= words <= 30 and not re.search(r"[.!;,:]$", t) and n not in _CHROME
-                and not _JUNK.search(t) and not _DATE.search(t) and not _FOOTER.match(n)
-                and not _DURATION.match(t) and t[:1].isupper() and i < 10):
-            cands.append(t)
-    norms = [_norm(c) for c in cands]
-    # A breadcrumb ends with the real title ("Home Artificial Intelligence <title>"): keep the shorter.
-    cands = [c for c, n in zip(cands, norms, strict=True)
-             if not any(o != n and n.endswith(o) and len(o) > 20 for o in norms)]
-    if not cands:
-        return None, set()
-    best = max(cands, key=lambda c: (counts[_norm(c)] > 1, len(c.split()) >= 6, len(c)))
-    if len(best.split()) < 6 and counts[_norm(best)] < 2:
-        return None, set()
-    return best, {_norm(best)}
-
-
-def _first_sentence(text: str, blocks: list[Block]) -> str | None:
-    if not blocks:
-        return None
-    first = text[blocks[0].start:blocks[0].end].lstrip("-•* ")
+def _first_sentence(line: str) -> str | None:
+    first = line.lstrip("-•* ")
     m = re.match(r"(.+?[.!?])(\s|$)", first)
     s = m.group(1) if m else first
     return s if len(s) <= 120 else s[:117].rsplit(" ", 1)[0] + "…"

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .roles import Role, role_phrase
+
 
 def _short(text: str, n: int = 60) -> str:
     text = " ".join(text.split())
@@ -17,15 +19,27 @@ def _short(text: str, n: int = 60) -> str:
 
 @dataclass(frozen=True)
 class Block:
-    """A kept paragraph of an article: ``text == article.text[start:end]``."""
+    """A kept line of an article, ``article.text[start:end]``, and the role it plays on the page."""
 
     start: int
     end: int
+    role: Role = Role.BODY
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A line left out of the index, and why: "advertisement", "duration", "no words", or "repeat" of
+    the kept line starting at ``same_as``."""
+
+    start: int
+    end: int
+    reason: str
+    same_as: int | None = None
 
 
 @dataclass(frozen=True, repr=False)
 class Article:
-    """One source file, as read from disk, with the spans of it that are article text (not page chrome)."""
+    """One source file, as read from disk, with its kept lines labelled by role and its dropped lines."""
 
     name: str  # file name, the article's id in citations
     text: str  # the original file text, unchanged
@@ -36,6 +50,7 @@ class Article:
     author: str | None = None
     blocks: tuple[Block, ...] = ()
     path: str = ""
+    dropped: tuple[Dropped, ...] = ()
 
     def __repr__(self) -> str:
         return f"Article(name={self.name!r}, title={_short(self.title)!r}, blocks={len(self.blocks)})"
@@ -49,7 +64,32 @@ class Article:
         d = asdict(self)
         d.pop("text")
         d.pop("blocks")
+        d.pop("dropped")
         return d
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What indexing keeps of one article: characters per role, and characters dropped per reason.
+
+    ``word_chars`` counts the lines that carry words (a letter); ``findable_chars`` those of them that
+    are in the index, an exact repeat counting as findable at its first copy."""
+
+    article: str
+    word_chars: int
+    findable_chars: int
+    by_role: dict[str, int]
+    dropped: dict[str, int]
+
+    @property
+    def share(self) -> float:
+        return self.findable_chars / self.word_chars if self.word_chars else 1.0
+
+    def summary(self) -> str:
+        roles = ", ".join(f"{r} {n}" for r, n in self.by_role.items() if n)
+        dropped = ", ".join(f"{r} {n}" for r, n in self.dropped.items() if n) or "nothing"
+        return (f"{self.article}: {100 * self.share:.1f}% of {self.word_chars} characters with words "
+                f"findable | kept {roles} | dropped {dropped}")
 
 
 @dataclass(frozen=True, repr=False)
@@ -63,18 +103,22 @@ class Chunk:
     end: int
     text: str
     sentences: tuple[tuple[int, int], ...] = ()  # sentence spans, absolute offsets into the article
+    role: Role = Role.BODY  # a chunk holds lines of one role only
 
     def __repr__(self) -> str:
-        return f"Chunk({self.chunk_id!r}, {self.start}:{self.end}, {_short(self.text)!r})"
+        role = "" if self.role is Role.BODY else f", {self.role.value}"
+        return f"Chunk({self.chunk_id!r}, {self.start}:{self.end}{role}, {_short(self.text)!r})"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["sentences"] = [list(s) for s in self.sentences]
+        d["role"] = self.role.value
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Chunk:
-        return cls(**{**d, "sentences": tuple(tuple(s) for s in d.get("sentences", ()))})
+        return cls(**{**d, "sentences": tuple(tuple(s) for s in d.get("sentences", ())),
+                      "role": Role(d.get("role", Role.BODY))})
 
 
 @dataclass(frozen=True, repr=False)
@@ -94,10 +138,15 @@ class Passage:
     def article(self) -> str:
         return self.chunk.article
 
+    @property
+    def role(self) -> Role:
+        return self.chunk.role
+
     def to_dict(self) -> dict[str, Any]:
         c = self.chunk
         return {"rank": self.rank, "article": c.article, "title": c.title, "chunk_id": c.chunk_id,
-                "start": c.start, "end": c.end, "score": round(self.score, 6), "text": c.text}
+                "start": c.start, "end": c.end, "role": c.role.value, "score": round(self.score, 6),
+                "text": c.text}
 
 
 @dataclass(frozen=True)
@@ -124,11 +173,18 @@ class Citation:
     end: int
     quote: str  # == original article text[start:end]
     support: float = 0.0  # how well the cited quote supports the sentence(s) citing it, 0..1
+    role: Role = Role.BODY  # the role of the quoted lines: a caption or related headline says so
+
+    @property
+    def role_note(self) -> str:
+        """Where the quote sits on the page when it is not article text ("listed as a related
+        headline, ..."); "" for body text."""
+        return role_phrase(self.role)
 
     def to_dict(self) -> dict[str, Any]:
         return {"marker": self.marker, "article": self.article, "title": self.title,
                 "chunk_id": self.chunk_id, "start": self.start, "end": self.end, "quote": self.quote,
-                "support": round(self.support, 3)}
+                "support": round(self.support, 3), "role": self.role.value}
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import Stemmer
 
 from .errors import InputError
 from .records import Passage
+from .roles import Role
 from .settings import Settings
 from .store import IndexStore
 
@@ -112,6 +113,9 @@ class Retriever:
         for ranking, weight in ((dense, self.settings.dense_weight), (lexical, 1.0)):
             for r, (i, _) in enumerate(ranking, 1):
                 fused[i] = fused.get(i, 0.0) + weight / (self.settings.rrf_k + r)
+        for i in fused:  # roles steer ranking: page furniture yields to body text that matches as well
+            if self.store.chunks[i].role is not Role.BODY:
+                fused[i] *= self.settings.role_weight
         order = sorted(fused, key=lambda i: (-fused[i], d_rank.get(i, 1e9)))[:k]
         return [Passage(rank=r, chunk=self.store.chunks[i], score=fused[i], dense_rank=d_rank.get(i),
                         lexical_rank=l_rank.get(i)) for r, i in enumerate(order, 1)]

@@ -32,13 +32,14 @@ import numpy as np
 
 from .chunk import chunk_article
 from .errors import IndexCorruptError, IndexMismatchError, IndexMissingError, InputError, RagError
-from .ingest import CLEANER_VERSION, iter_paths, load_article
-from .records import Article, Block, Chunk
+from .ingest import CLEANER_VERSION, coverage, iter_paths, load_article
+from .records import Article, Block, Chunk, Coverage, Dropped
+from .roles import Role
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: blocks and chunks carry a role; dropped lines are recorded
 # The automatic index choice, from `rag bench` (2 cores, 2 threads, 384-dim clustered vectors whose
 # neighbourhoods look like MiniLM's on news chunks, single queries, k=10):
 # - flat (exact): p50 1.6 ms at 10k, 17 ms at 100k, 154 ms at 1M. Exact and free to build, so it is
@@ -69,6 +70,7 @@ class IndexReport:
     total_articles: int = 0
     rebuilt_reason: str | None = None
     seconds: float = 0.0
+    coverage: dict[str, Coverage] = field(default_factory=dict)  # per article read: characters per role
 
     @property
     def changed(self) -> bool:
@@ -222,6 +224,7 @@ def build_index(paths: Iterable[Path], settings: Settings, embedder: Any = None,
             report.skipped.append((str(f), f"{f}: another article is already named {a.name!r}; rename it"))
             continue
         articles[a.name] = a
+        report.coverage[a.name] = coverage(a)
     with write_lock(index_dir):
         old = _load_previous(index_dir, settings, rebuild, report)
         if keep_existing and old is not None:
@@ -366,7 +369,9 @@ def _write_version(index_dir: Path, settings: Settings, articles: dict[str, Arti
     }
     with open(tmp / "articles.jsonl", "w", encoding="utf-8") as fh:
         for a in articles.values():
-            fh.write(json.dumps({**a.meta(), "text": a.text, "blocks": [[b.start, b.end] for b in a.blocks]},
+            fh.write(json.dumps({**a.meta(), "text": a.text,
+                                "blocks": [[b.start, b.end, b.role.value] for b in a.blocks],
+                                "dropped": [[d.start, d.end, d.reason, d.same_as] for d in a.dropped]},
                                 ensure_ascii=False) + "\n")
     with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as fh:
         for c in chunks:
@@ -418,5 +423,6 @@ def _jsonl_lines(path: Path) -> list[str]:
 def _read_articles(path: Path) -> Iterator[Article]:
     for line in _jsonl_lines(path):
         d = json.loads(line)
-        d["blocks"] = tuple(Block(s, e) for s, e in d.get("blocks", ()))
+        d["blocks"] = tuple(Block(s, e, Role(r)) for s, e, r in d.get("blocks", ()))
+        d["dropped"] = tuple(Dropped(*x) for x in d.get("dropped", ()))
         yield Article(**d)

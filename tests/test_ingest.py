@@ -36,18 +36,39 @@ Copyright ©2024 All rights reserved.
 """
 
 
-def kept(article) -> list[str]:
-    return [article.text[b.start:b.end] for b in article.blocks]
+def kept(article, role: str | None = "body") -> list[str]:
+    """The kept lines of ``role`` (all kept lines for None)."""
+    return [article.text[b.start:b.end] for b in article.blocks if role is None or b.role == role]
 
 
-def test_boilerplate_is_removed_and_article_text_kept() -> None:
+def roles(article) -> list[tuple[str, str]]:
+    return [(b.role.value, article.text[b.start:b.end][:30]) for b in article.blocks]
+
+
+def test_every_line_is_kept_with_a_role_and_only_nothing_is_dropped() -> None:
     a = parse_article(PAGE, "acme.txt")
-    assert kept(a) == [
-        "2024-05-01 10:00:00 Daily Planet Editor : Jane Roe",  # the dateline stays citable
-        "Acme said on Tuesday that its new battery stores 40 kilowatt-hours and costs 11.4 per cent less than "
-        "last year's model.",
-        "The company will start shipping in June, chief executive Ann Lee told reporters.",
+    assert roles(a) == [
+        ("site", "Home | World | Business | Tech"),
+        ("headline", "Acme unveils a solar battery t"),
+        ("byline", "2024-05-01 10:00:00 Daily Plan"),  # the dateline stays citable
+        ("caption", "A worker inspects a battery at"),
+        ("body", "Acme said on Tuesday that its "),
+        ("related", "Acme's founder talks batteries"),  # the title of the video clip
+        ("body", "The company will start shippin"),
+        ("related", "Also read: Ten gadgets for sum"),
+        ("caption", "Photo: Shutterstock"),
+        ("related", "Related news"),
+        ("body", "Acme rival posts record profit"),  # a sentence after "Related news" is still text
+        ("footer", "Copyright ©2024 All rights res"),
     ]
+    assert [(d.reason, a.text[d.start:d.end]) for d in a.dropped] == [
+        ("advertisement", "Advertisement"),
+        ("repeat", "A worker inspects a battery at the Acme plant. (JOHN DOE/REUTERS)"),
+        ("duration", "02:15"),
+    ]
+    repeat = a.dropped[1]
+    assert a.text[repeat.same_as:].startswith("A worker inspects")  # points to the kept first copy
+    assert repeat.same_as < repeat.start
 
 
 def test_metadata_is_extracted() -> None:
@@ -65,7 +86,9 @@ def test_breadcrumb_title_and_footer() -> None:
             "Leave a Reply\n\nGreat article, thanks for sharing it with us all today.\n")
     a = parse_article(text, "moon.txt")
     assert a.title == "Big telescope finds a new moon around a distant planet"
-    assert kept(a) == ["Astronomers found the moon after three years of observation, the team said."]
+    assert roles(a) == [("site", "Home Science Big telescope fin"), ("headline", "Big telescope finds a new moon"),
+                        ("body", "Astronomers found the moon aft"), ("site", "Leave a Reply"),
+                        ("body", "Great article, thanks for shar")]  # a reader's comment reads as prose
 
 
 def test_markdown_title_and_html_extraction(tmp_path: Path) -> None:
@@ -74,6 +97,7 @@ def test_markdown_title_and_html_extraction(tmp_path: Path) -> None:
     a = load_article(md)
     assert a.title == "Rain returns to the valley"
     assert kept(a) == ["Farmers welcomed the first rain in six months on Sunday."]
+    assert kept(a, "headline") == ["# Rain returns to the valley"]
     html = tmp_path / "b.html"
     html.write_text("<html><head><title>Site</title><script>alert(1)</script></head><body><nav>Home | News"
                     "</nav><article><h1>Port reopens after storm</h1><p>The port reopened on <b>Friday</b> "
@@ -121,19 +145,24 @@ def test_iter_paths_expands_folders_and_reports_missing(tmp_path: Path) -> None:
         list(iter_paths([tmp_path / "missing"]))
 
 
-def test_seed_articles_clean_to_article_text() -> None:
-    """Every seed keeps its body and loses the chrome the issue lists."""
-    chrome = ["Advertisement", "Leave a Reply", "Related news", "Articles You May Like", "Copyright",
+def test_seed_articles_label_chrome_and_keep_it() -> None:
+    """Every seed's body text is free of the chrome the issue lists, and that chrome is still kept,
+    labelled with another role (or dropped as an advertisement)."""
+    chrome = ["Leave a Reply", "Related news", "Articles You May Like", "Copyright",
               "All rights reserved", "Get more with myNEWS", "Young Chinese singles turn to AI-generated partners",
               "Denial of responsibility", "Also read", "DMCA"]
     titles = {}
+    everything = ""
     for path in sorted(SEEDS.glob("*.txt")):
         a = load_article(path)
         body = "\n".join(kept(a))
+        everything += "\n".join(kept(a, None))
         titles[a.name] = a.title
-        for junk in chrome:
+        for junk in chrome + ["Advertisement"]:
             assert junk not in body, (a.name, junk)
         assert len(body) > 1500, a.name
+    for junk in chrome:
+        assert junk in everything, junk
     assert titles["000_24afeec690d630ed.txt"] == "Huawei, OpenAI show tech evolution is relentless"
     assert titles["003_0e7bd4611e476854.txt"].startswith("Chinese entrepreneurs express awe and fear")
     assert titles["002_03be9f1c06671bc9.txt"].startswith("Global Impact: cut off from high-end chips")
@@ -151,10 +180,11 @@ def test_chunks_map_back_to_the_file_exactly() -> None:
             assert len(c.text) <= 400
             for s, e in c.sentences:
                 assert c.start <= s < e <= c.end
-        # no chunk crosses a removed block: each lies inside one run of kept blocks
+        # a chunk never mixes roles: every kept line it overlaps has the chunk's role
         for c in chunks:
             inside = [b for b in a.blocks if b.start < c.end and c.start < b.end]
-            assert inside and original[inside[0].start:inside[-1].end].find(c.text) >= 0
+            assert inside and {b.role for b in inside} == {c.role}, c
+            assert not [d for d in a.dropped if d.start < c.end and c.start < d.end], c
 
 
 def test_sentence_spans() -> None:

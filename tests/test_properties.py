@@ -19,6 +19,7 @@ from rag.errors import InputError
 from rag.ingest import load_article, parse_article
 from rag.records import Article
 from rag.retrieve import Retriever, check_question
+from rag.roles import split_lines
 from rag.settings import Settings
 from rag.store import IndexStore, build_index
 
@@ -55,9 +56,19 @@ def check_offsets(article: Article, chunk_size: int = 700, overlap: int = 100) -
         covered[c.start:c.end] = b"\x01" * (c.end - c.start)
         for s, e in c.sentences:
             assert c.start <= s < e <= c.end and text[s:e].strip() == text[s:e]
-    for s_start, s_end in sections(article):
+    for s_start, s_end, role in sections(article):
         lost = [i for i in range(s_start, s_end) if not covered[i] and not text[i].isspace()]
         assert not lost, f"characters {lost[:5]} of a kept section are in no chunk"
+        inside = [c for c in chunks if s_start <= c.start and c.end <= s_end]
+        assert all(c.role is role for c in inside)  # a chunk holds one role only
+    assert all(any(s <= c.start and c.end <= e for s, e, _ in sections(article)) for c in chunks)
+    # Label, don't delete: every line is kept with a role or dropped with a reason, never silently lost.
+    spans = sorted([(b.start, b.end) for b in article.blocks] + [(d.start, d.end) for d in article.dropped])
+    lines = [(s, e) for s, e in ((ln.start, ln.end) for ln in split_lines(text))]
+    assert spans == lines
+    assert all(d.reason in ("advertisement", "duration", "no words", "repeat") for d in article.dropped)
+    kept_text = {text[b.start:b.end] for b in article.blocks}
+    assert all(text[d.start:d.end] in kept_text for d in article.dropped if d.reason == "repeat")
 
 
 @PROPS
@@ -142,9 +153,10 @@ def test_html_keeps_paragraphs_and_drops_chrome(tmp_path: Path) -> None:
                     "</body></html>",
                     encoding="utf-8")
     article = load_article(page)
-    kept = [article.text[b.start:b.end] for b in article.blocks]
-    assert kept == ["The phone is powered by the Kirin 9000S chip, testers said.",
-                    "Shipments began in August, the firm said."]
+    kept = [(article.text[b.start:b.end], b.role.value) for b in article.blocks]
+    assert kept == [("Huawei unveils the Mate 60 phone today", "headline"),
+                    ("The phone is powered by the Kirin 9000S chip, testers said.", "body"),
+                    ("Shipments began in August, the firm said.", "body")]
     assert article.title == "Huawei unveils the Mate 60 phone today"
     check_offsets(article)
 

@@ -109,7 +109,7 @@ def test_changed_settings_trigger_full_rebuild(settings: Settings, seeds_copy: P
     manifest = json.loads((IndexStore.load(settings.index_dir, settings.replace(chunk_size=300)).path /
                            "manifest.json").read_text())
     assert manifest["chunking"] == {"chunk_size": 300, "chunk_overlap": 100, "cleaner_version": CLEANER_VERSION}
-    assert manifest["index_type"] == "flat" and manifest["format_version"] == 1
+    assert manifest["index_type"] == "flat" and manifest["format_version"] == 2
     assert set(manifest["articles"]) == {p.name for p in SEEDS.glob("*.txt")}
 
 

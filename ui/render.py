@@ -77,6 +77,7 @@ def source_card(citation: Citation, article: Article | None, turn: int) -> str:
     title = (article.title if article else "") or citation.title or citation.article
     meta = [m for m in ((article.date, article.source) if article else ()) if m]
     meta.append(citation.article)
+    meta.extend(filter(None, [citation.role_note]))  # "listed as a related headline, ...": not article text
     return (f'<details class="rag-src" id="{anchor(turn, citation.marker)}" open>'
             f'<summary><span class="rag-n">[{citation.marker}]</span> '
             f'<span class="rag-title">{html.escape(title)}</span></summary>'
