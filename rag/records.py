@@ -28,7 +28,7 @@ class Block:
 
 @dataclass(frozen=True)
 class Dropped:
-    """A line left out of the index, and why: "advertisement", "duration", "no words", or "repeat" of
+    """A line left out of the index, and why: "no words", or "repeat" of
     the kept line starting at ``same_as``."""
 
     start: int

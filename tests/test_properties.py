@@ -66,7 +66,7 @@ def check_offsets(article: Article, chunk_size: int = 700, overlap: int = 100) -
     spans = sorted([(b.start, b.end) for b in article.blocks] + [(d.start, d.end) for d in article.dropped])
     lines = [(s, e) for s, e in ((ln.start, ln.end) for ln in split_lines(text))]
     assert spans == lines
-    assert all(d.reason in ("advertisement", "duration", "no words", "repeat") for d in article.dropped)
+    assert all(d.reason in ("no words", "repeat") for d in article.dropped)
     kept_text = {text[b.start:b.end] for b in article.blocks}
     assert all(text[d.start:d.end] in kept_text for d in article.dropped if d.reason == "repeat")
 
