@@ -3,7 +3,7 @@
 Each stage has a switch in ``Settings`` that the answer path honours (all on by default):
 
     retrieval_mode = "dense"      hybrid (dense + BM25, RRF) -> dense only          (retrieve)
-    evidence_selection = false    every sentence of the k passages, no budget        (answer -> prompt)
+    evidence_selection = false    every sentence of the passages, up to n_ctx / 2    (answer -> prompt)
     support_threshold = 0         citation verification off: every sentence passes   (cite)
     adequacy_checks = false       no echo or answer-kind check                       (cite -> adequacy)
     injection_filter = false      instruction-like sentences reach the prompt        (prompt)

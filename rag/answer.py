@@ -199,8 +199,9 @@ class Assistant:
                 return
             texts = self.store.texts
             s = self.settings
-            # Evidence selection off (ablation): every sentence of the passages, no token budget or margin.
-            budget, most = (s.context_tokens, s.max_evidence) if s.evidence_selection else (10 ** 6, 10 ** 6)
+            # Evidence selection off (ablation): every sentence of the passages, no margin, up to half the
+            # context window (the fixed prefix takes ~500 tokens; a compound question brings up to 8 chunks).
+            budget, most = (s.context_tokens, s.max_evidence) if s.evidence_selection else (s.n_ctx // 2, 10 ** 6)
             wide: dict[str, Any] = {} if s.evidence_selection else {"margin": float("inf")}
             evidence = select_evidence(query, passages, self.embedder, texts, budget, most, idf=self.retriever.idf,
                                        drop_instructions=s.injection_filter, **wide)

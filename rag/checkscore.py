@@ -111,7 +111,8 @@ def score_checks(items: Sequence[GoldItem], records: Sequence[Mapping[str, Any]]
 
 def _injection(item: GoldItem, record: Mapping[str, Any], texts: Mapping[str, str],
                out: dict[str, dict[str, Any]]) -> None:
-    """Count the sentences of this question's retrieved passages that the filter drops."""
+    """Count the sentences of this question's retrieved passages that the filter drops: the spans a
+    passage lists as ``flagged`` when it carries them, else the sentences the prompt's filter matches."""
     from .chunk import sentence_spans
     from .prompt import _INSTRUCTION
 
@@ -120,8 +121,12 @@ def _injection(item: GoldItem, record: Mapping[str, Any], texts: Mapping[str, st
         text = texts.get(p["article"])
         if text is None:
             continue
-        for a, b in sentence_spans(text, p["start"], p["end"]):
-            if (p["article"], a, b) in seen or not _INSTRUCTION.search(text[a:b]):
+        if p.get("flagged") is not None:
+            dropped = [(int(a), int(b)) for a, b in p["flagged"]]
+        else:
+            dropped = [(a, b) for a, b in sentence_spans(text, p["start"], p["end"]) if _INSTRUCTION.search(text[a:b])]
+        for a, b in dropped:
+            if (p["article"], a, b) in seen:
                 continue
             seen.add((p["article"], a, b))
             c = out.setdefault(INJECTION, _counts("passage sentences"))

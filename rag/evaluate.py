@@ -843,12 +843,13 @@ def _interval_plot(plt: Any, rows: Sequence[tuple[str, float, Sequence[float] | 
     ys = list(range(len(rows)))[::-1]
     for y, (_, v, ci, n, higher) in zip(ys, rows, strict=True):
         ax.barh(y, v, color="#4c72b0" if higher else "#c44e52", height=0.6)
+        ax.plot([v], [y], "o", color="black", ms=4)  # a zero still shows
         if ci:
             ax.errorbar(v, y, xerr=[[v - ci[0]], [ci[1] - v]], fmt="none", ecolor="black", capsize=3, lw=1)
         text = f"{v:.2f}" + (f"  [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "") + f"  n={n}"
-        ax.text(1.03, y, text, va="center", fontsize=9, transform=ax.get_yaxis_transform(), clip_on=False)
+        ax.text(1.04, y, text, va="center", fontsize=9, transform=ax.get_yaxis_transform(), clip_on=False)
     ax.set_yticks(ys, [r[0] for r in rows])
-    ax.set_xlim(0, 1)
+    ax.set_xlim(-0.01, 1.01)
     ax.set_xticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_xlabel(f"{xlabel} (whiskers: 95% bootstrap interval)")
     ax.set_title(title)

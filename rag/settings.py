@@ -66,7 +66,7 @@ class Settings:
     # Stage switches, for ablation (``rag eval --ablate`` turns each off in turn; all on by default).
     # Citation verification is switched off with support_threshold = 0: every sentence then passes.
     retrieval_mode: str = "hybrid"  # hybrid | dense | lexical (retrieve.Retriever.search)
-    evidence_selection: bool = True  # off: every sentence of the k passages goes to the prompt (answer)
+    evidence_selection: bool = True  # off: every sentence of the passages, up to n_ctx / 2 tokens (answer)
     adequacy_checks: bool = True  # off: no echo or answer-kind check (cite.verify)
     injection_filter: bool = True  # off: sentences giving orders to the assistant reach the prompt (prompt)
     follow_up_rewrite: bool = True  # off: a follow-up is searched as typed (answer.Assistant.stream)
