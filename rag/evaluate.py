@@ -309,9 +309,10 @@ def _round(x: float | None) -> float | None:
 
 
 def rates(results: Mapping[str, M.MetricResult]) -> dict[str, Any]:
-    """``metrics`` (means), ``ci`` (95% percentile-bootstrap interval of each mean, [low, high]) and
-    ``counts`` (how many questions each mean is over)."""
-    cis = {name: stats.bootstrap_ci(m.individual_scores) for name, m in results.items()}
+    """``metrics`` (means), ``ci`` (95% interval of each mean, [low, high]: percentile bootstrap, or Wilson
+    when every score is 0 or every score is 1, see ``stats.interval``) and ``counts`` (how many questions
+    each mean is over)."""
+    cis = {name: stats.interval(m.individual_scores) for name, m in results.items()}
     return {"metrics": {name: _round(m.score) for name, m in results.items()},
             "ci": {name: None if ci is None else [_round(ci[0]), _round(ci[1])] for name, ci in cis.items()},
             "counts": {name: m.n for name, m in results.items()}}
@@ -746,8 +747,10 @@ def report_markdown(summary: Mapping[str, Any], items: Sequence[GoldItem], recor
         f"Answering took {summary['answer_seconds']:.0f} s in all; finished {summary['finished']}.", "",
         "## Headline rates", "",
         f"Intervals: {int(boot.get('level', stats.LEVEL) * 100)}% percentile bootstrap over the questions each "
-        f"rate is over ({boot.get('resamples', stats.RESAMPLES)} resamples, seed {boot.get('seed', stats.SEED)}). "
-        "Two runs differ beyond noise only as `rag eval --compare` says.", "",
+        f"rate is over ({boot.get('resamples', stats.RESAMPLES)} resamples, seed {boot.get('seed', stats.SEED)}); "
+        "where every question scored 0 or every one scored 1 the bootstrap has no spread, and the Wilson score "
+        "interval is given instead (5 right of 5: 0.57 – 1.00). Whether two runs differ beyond noise: "
+        "`rag eval --compare`.", "",
         summary_table(summary), "",
     ]
     fr = summary.get("false_refusals") or {}

@@ -46,6 +46,43 @@ def bootstrap_ci(scores: Sequence[float | None], resamples: int = RESAMPLES, see
     return float(lo), float(hi)
 
 
+def wilson(right: int, n: int, level: float = LEVEL) -> Interval:
+    """Wilson score interval of a proportion ``right / n`` (n > 0).
+
+    >>> [round(x, 4) for x in wilson(5, 5)], [round(x, 4) for x in wilson(0, 2)]  # 5 / (5 + 1.96**2)
+    ([0.5655, 1.0], [0.0, 0.6576])
+    """
+    z = _z(level)
+    p = right / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _z(level: float) -> float:
+    """The standard normal quantile for a two-sided ``level`` (1.96 for 95%), by bisection on erf."""
+    lo, hi = 0.0, 10.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if math.erf(mid / math.sqrt(2)) < level else (lo, mid)
+    return (lo + hi) / 2
+
+
+def interval(scores: Sequence[float | None], resamples: int = RESAMPLES, seed: int = SEED,
+             level: float = LEVEL) -> Interval | None:
+    """The interval the reports give: the percentile bootstrap, except when every score is 0 or every
+    score is 1. There the bootstrap has no spread (5 right of 5 would read as certain), so the Wilson
+    score interval is given instead (5 of 5: 0.57 - 1.00).
+
+    >>> interval([1.0, 0.0]), [round(x, 4) for x in interval([1.0] * 5)]
+    ((0.0, 1.0), [0.5655, 1.0])
+    """
+    x = _values(scores)
+    if len(x) and (np.all(x == 0.0) or np.all(x == 1.0)):
+        return wilson(int(x.sum()), len(x), level)
+    return bootstrap_ci(scores, resamples, seed, level)
+
+
 @dataclass(frozen=True)
 class Paired:
     """A metric compared on the questions both runs scored: the mean difference ``new - old``, its

@@ -106,6 +106,16 @@ def test_bootstrap_interval_matches_the_normal_approximation() -> None:
     assert (hi4 - lo4) == pytest.approx((hi - lo) / 2, abs=0.02)
 
 
+def test_all_right_or_all_wrong_gets_the_wilson_interval() -> None:
+    """Wilson by hand: 5 of 5 gives [5 / (5 + 1.96^2), 1] = [0.5655, 1]; 0 of 2 gives [0, 1.96^2 / (2 + 1.96^2)]
+    = [0, 0.6576]. Mixed scores keep the bootstrap interval."""
+    assert stats.interval([1.0] * 5) == pytest.approx((0.5655, 1.0), abs=1e-4)
+    assert stats.interval([0.0, None, 0.0]) == pytest.approx((0.0, 0.6576), abs=1e-4)
+    mixed = [1.0, 0.0, 1.0, 1.0]
+    assert stats.interval(mixed) == stats.bootstrap_ci(mixed)
+    assert stats.interval([None]) is None
+
+
 def test_mcnemar_and_paired_comparison() -> None:
     # 2 of 60 questions flipped the right way: within noise (p = 2 * 1/4 = 0.5)
     old = [1.0] * 40 + [0.0] * 20
