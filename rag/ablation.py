@@ -97,7 +97,7 @@ def ablation_markdown(result: dict[str, Any]) -> str:
     head = ["Variant", "Stage off", *(METRICS[c][0] + ("" if METRICS[c][2] else " (lower is better)")
                                       for c in COLUMNS), "Accuracy vs full (McNemar p)"]
     lines = [f"# Ablation on `{result['gold']}` ({result['questions']} questions, k={result['k']})", "",
-             "Each rate: mean and 95% bootstrap interval. Last column: the variant's overall accuracy minus the "
+             "Each rate: mean and 95% interval (as in report.md). Last column: the variant's overall accuracy minus the "
              "full pipeline's, on the same questions, with the exact McNemar p-value; **bold** when beyond noise "
              "(p < 0.05).", "",
              "| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]

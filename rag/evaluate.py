@@ -995,7 +995,7 @@ def compare_runs(old: Path, new: Path) -> str:
               f"{int(stats.LEVEL * 100)}% paired-bootstrap interval of new - old ({stats.RESAMPLES} resamples) "
               "and, for right/wrong scores, the exact McNemar p-value (right in old only : right in new only). "
               "A difference is beyond noise when p < 0.05 (right/wrong scores) or the interval excludes 0.", "",
-              "| Metric | Old | New | Δ | | Paired Δ interval | McNemar p (old only : new only) | Verdict |",
+              "| Metric | Old | New | Δ | Direction | Paired Δ interval | McNemar p (old only : new only) | Verdict |",
               "|---|---:|---:|---:|---|---:|---:|---|"]
     ks = {so.get("config", {}).get("k"), sn.get("config", {}).get("k")}
     same_k = f"@{next(iter(ks))}" if len(ks) == 1 else "@k"
