@@ -5,7 +5,9 @@ Each stage has a switch in ``Settings`` that the answer path honours (all on by 
     retrieval_mode = "dense"      hybrid (dense + BM25, RRF) -> dense only          (retrieve)
     evidence_selection = false    every sentence of the passages, up to n_ctx / 2    (answer -> prompt)
     support_threshold = 0         citation verification off: every sentence passes   (cite)
+    trim_unsupported = 0          an ungrounded detail removes the whole sentence    (cite)
     adequacy_checks = false       no echo or answer-kind check                       (cite -> adequacy)
+    relevance_gate = 0            off-corpus questions reach the model               (answer -> relevance)
     injection_filter = false      instruction-like sentences reach the prompt        (prompt)
     follow_up_rewrite = false     a follow-up is searched as typed                   (answer)
 
@@ -39,7 +41,11 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
                               {"evidence_selection": False}),
     "no-citation-check": ("citation verification: no sentence is removed as unsupported (support_threshold 0)",
                           {"support_threshold": 0.0}),
+    "no-trim": ("trimming: a sentence with an ungrounded detail is removed whole, not cut",
+                {"trim_unsupported": 0}),
     "no-adequacy": ("adequacy checks: no echo or answer-kind check", {"adequacy_checks": False}),
+    "no-relevance-gate": ("relevance gate: a question naming nothing in the articles goes to the model",
+                          {"relevance_gate": 0}),
     "no-injection-filter": ("injection filter: sentences giving orders reach the prompt",
                             {"injection_filter": False}),
     "no-follow-up-rewrite": ("follow-up rewrite: a follow-up is searched as typed", {"follow_up_rewrite": False}),
@@ -97,8 +103,8 @@ def ablation_markdown(result: dict[str, Any]) -> str:
     head = ["Variant", "Stage off", *(METRICS[c][0] + ("" if METRICS[c][2] else " (lower is better)")
                                       for c in COLUMNS), "Accuracy vs full (McNemar p)"]
     lines = [f"# Ablation on `{result['gold']}` ({result['questions']} questions, k={result['k']})", "",
-             "Each rate: mean and 95% interval (as in report.md). Last column: the variant's overall accuracy minus the "
-             "full pipeline's, on the same questions, with the exact McNemar p-value; **bold** when beyond noise "
+             "Each rate: mean and 95% interval (as in report.md). Last column: the variant's overall accuracy minus "
+             "the full pipeline's, on the same questions, with the exact McNemar p-value; **bold** when beyond noise "
              "(p < 0.05).", "",
              "| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     for name, row in result["variants"].items():

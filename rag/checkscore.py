@@ -35,10 +35,15 @@ from . import metrics as M
 if TYPE_CHECKING:
     from .evaluate import GoldItem
 
-NOTE_NAMES = {"unsupported": "support", "echo": "echo"}
-NOT_CHECKS = {"", "refusal", "extract"}
+NOTE_NAMES = {"unsupported": "support", "echo": "echo", "trimmed": "trim"}
+NOT_CHECKS = {"", "refusal", "extract", "trim"}
+# Refusals decided before the model is called; the note is on the one sentence the answer lists.
+PRE_REFUSALS = {"off-corpus": "relevance gate", "instruction": "attack question"}
 KIND, ALL_REMOVED, INJECTION = "kind", "all removed", "injection"
 DESCRIPTIONS = {
+    "trim": "cuts the phrase with a detail no passage gives from a sentence (the original is removed)",
+    "relevance gate": "refuses, before the model, a question whose names no article holds",
+    "attack question": "refuses, before the model, a question that gives the assistant orders",
     "support": "removes an answer sentence its cited passage does not support",
     "echo": "removes an answer sentence that only restates the question",
     KIND: "refuses an answer that lacks the kind of thing asked for (date, number, unit...)",
@@ -65,7 +70,13 @@ def score_checks(items: Sequence[GoldItem], records: Sequence[Mapping[str, Any]]
     for it, r in zip(items, records, strict=True):
         sentences = r.get("sentences") or []
         shown = bool(r.get("answerable"))
-        for sent in sentences:
+        pre = next((PRE_REFUSALS[s.get("note")] for s in sentences if s.get("note") in PRE_REFUSALS), None)
+        if pre and not shown:  # no draft: the refusal is right exactly when the question is unanswerable
+            c = out.setdefault(pre, _counts("answers"))
+            c["decisions"] += 1
+            c["wrong" if it.answerable else "right"] += 1
+            continue
+        for n, sent in enumerate(sentences):
             note = sent.get("note") or ""
             if sent.get("supported"):
                 if shown and not _right_sentence(sent.get("text", ""), it):
@@ -75,7 +86,13 @@ def score_checks(items: Sequence[GoldItem], records: Sequence[Mapping[str, Any]]
                 continue
             c = out.setdefault(NOTE_NAMES.get(note, note), _counts("answer sentences"))
             c["decisions"] += 1
-            c["wrong" if _right_sentence(sent.get("text", ""), it) else "right"] += 1
+            lost = _right_sentence(sent.get("text", ""), it)
+            if note == "trimmed" and n + 1 < len(sentences) and sentences[n + 1].get("note") == "trim":
+                # wrong only if the cut took the answer out: a must group the original held and the rest lacks
+                kept = sentences[n + 1].get("text", "")
+                lost = it.answerable and any(any(M.mentions(sent.get("text", ""), p) for p in g)
+                                             and not any(M.mentions(kept, p) for p in g) for g in it.must)
+            c["wrong" if lost else "right"] += 1
         draft = r.get("raw_answer", "")
         if shown:
             shown_wrong_answers += not it.answerable or not M.has_all(r.get("answer", ""), it.must)

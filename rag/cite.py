@@ -190,9 +190,9 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
 
     With the ``question``, a sentence that only restates it is dropped (if nothing else is left, the
     most relevant passage is quoted as the answer), and an answer without what the question asks for
-    (a date, a number, a unit) becomes a refusal (see ``adequacy``; off with ``adequacy=False``). With ``trim``, a sentence that fails
-    only for a name or number no cited passage gives loses the phrase that holds it and is kept if the
-    rest is supported (note "trim"; the original is listed as "trimmed").
+    (a date, a number, a unit) becomes a refusal (see ``adequacy``; off with ``adequacy=False``). With
+    ``trim``, a sentence that fails only for a name or number no cited passage gives loses the phrase that
+    holds it and is kept if the rest is supported (note "trim"; the original is listed as "trimmed").
     """
     by_marker = {ev.marker: ev for ev in evidence}
     sentences = [s for s in split_sentences(raw) if strip_markers(s)]

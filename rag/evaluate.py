@@ -1,8 +1,8 @@
 """Score the assistant on a gold question file: answers, refusals, citations, retrieval and latency.
 
 Every question goes through ``Assistant.ask(...).to_dict()``, the code path and JSON of ``rag ask --json``;
-a gold line with a ``history`` (OpenAI-style messages) is asked with its earlier user turns as the history,
-as the HTTP API does, so a follow-up is rewritten before retrieval. What is scored is what a user gets. A
+a gold line with a ``history`` (OpenAI-style messages) is asked with those earlier turns, as the chat asks
+a follow-up, so a question that leans on them is rewritten before retrieval. What is scored is what a user gets. A
 run folder holds::
 
     config.json     what the run was made with (gold file hash, model, k, index version, every setting
@@ -100,9 +100,13 @@ class GoldItem:
     history: tuple[tuple[str, str], ...] = ()  # earlier turns of a conversation: (role, content)
 
     @property
+    def messages(self) -> list[dict[str, str]]:
+        """The history as OpenAI-style messages, the form ``Assistant.ask`` takes with the earlier answers."""
+        return [{"role": role, "content": text} for role, text in self.history]
+
+    @property
     def previous_questions(self) -> list[str]:
-        """The history as the answer path takes it: the earlier user messages, as ``ui.api.split_messages``
-        makes them from an OpenAI ``messages`` list (assistant turns are not read)."""
+        """The earlier user messages alone, as ``ui.api.split_messages`` passes them."""
         return [text for role, text in self.history if role == "user" and text.strip()]
 
 
@@ -550,10 +554,11 @@ def run(assistant: Assistant, items: Sequence[GoldItem], gold: Path, out: Path, 
 
 
 def ask(assistant: Assistant, item: GoldItem, k: int) -> Record:
-    """One gold item through the answer path, as ``rag ask --json`` and the HTTP API give it: a conversation's
-    last turn is asked with the earlier user turns as history, so a follow-up is rewritten (the record's
-    ``rewritten_question``) exactly as the chat API would rewrite it."""
-    return assistant.ask(item.question, k=k, history=item.previous_questions or None).to_dict()
+    """One gold item through the answer path, as ``rag ask --json`` gives it: a conversation's last turn is
+    asked with the earlier turns (questions and answers, OpenAI-style messages) as history, so a follow-up
+    is rewritten (the record's ``rewritten_question``) as in the chat, where the assistant knows its own
+    earlier answers."""
+    return assistant.ask(item.question, k=k, history=item.messages or None).to_dict()
 
 
 def _labels(item: GoldItem) -> Record:
