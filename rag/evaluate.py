@@ -859,7 +859,7 @@ def _interval_plot(plt: Any, rows: Sequence[tuple[str, float, Sequence[float] | 
     ax.set_yticks(ys, [r[0] for r in rows])
     ax.set_xlim(-0.01, 1.01)
     ax.set_xticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    ax.set_xlabel(f"{xlabel} (whiskers: 95% bootstrap interval)")
+    ax.set_xlabel(f"{xlabel} (whiskers: 95% interval)")
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
