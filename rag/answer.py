@@ -166,7 +166,7 @@ class Assistant:
         with self._lock:
             standalone = None
             earlier = self._with_answers(followup.turns(history))
-            if earlier and followup.needs_context(question):
+            if earlier and self.settings.follow_up_rewrite and followup.needs_context(question):
                 standalone = self.rewrite(question, earlier)
                 if standalone != question:
                     yield Status(f"Searching for: {standalone}")
@@ -198,8 +198,13 @@ class Assistant:
                                       "total_s": time.perf_counter() - t0})
                 return
             texts = self.store.texts
-            evidence = select_evidence(query, passages, self.embedder, texts, self.settings.context_tokens,
-                                       self.settings.max_evidence, idf=self.retriever.idf)
+            s = self.settings
+            # Evidence selection off (ablation): every sentence of the passages, no margin, up to half the
+            # context window (the fixed prefix takes ~500 tokens; a compound question brings up to 8 chunks).
+            budget, most = (s.context_tokens, s.max_evidence) if s.evidence_selection else (s.n_ctx // 2, 10 ** 6)
+            wide: dict[str, Any] = {} if s.evidence_selection else {"margin": float("inf")}
+            evidence = select_evidence(query, passages, self.embedder, texts, budget, most, idf=self.retriever.idf,
+                                       drop_instructions=s.injection_filter, **wide)
             messages = build_messages(query, evidence)
             t_prompt = time.perf_counter()
             raw, first = [], None
@@ -218,7 +223,8 @@ class Assistant:
             raw_text = "".join(raw).strip()
             about = {ev.chunk.article: self.store.articles[ev.chunk.article].about for ev in evidence}
             checked = verify(raw_text, evidence, self.embedder, texts, self.settings.support_threshold, about,
-                             question=query, trim=bool(self.settings.trim_unsupported))
+                             question=query, trim=bool(self.settings.trim_unsupported),
+                             adequacy=self.settings.adequacy_checks)
             prompt_tokens = sum(self.llm.count_tokens(m["content"]) for m in messages) + 12
             signals = confidence.signals(checked, evidence, passages)
             answer = Answer(

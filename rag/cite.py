@@ -185,14 +185,14 @@ def _content(text: str) -> list[str]:
 
 def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: Mapping[str, str],
            threshold: float = 0.5, about: Mapping[str, str] | None = None, question: str = "",
-           trim: bool = True) -> Verified:
+           trim: bool = True, adequacy: bool = True) -> Verified:
     """Keep supported sentences, fix or drop their markers, and resolve citations to exact spans.
 
     With the ``question``, a sentence that only restates it is dropped (if nothing else is left, the
     most relevant passage is quoted as the answer), and an answer without what the question asks for
-    (a date, a number, a unit) becomes a refusal (see ``adequacy``). With ``trim``, a sentence that fails
-    only for a name or number no cited passage gives loses the phrase that holds it and is kept if the
-    rest is supported (note "trim"; the original is listed as "trimmed").
+    (a date, a number, a unit) becomes a refusal (see ``adequacy``; off with ``adequacy=False``). With
+    ``trim``, a sentence that fails only for a name or number no cited passage gives loses the phrase that
+    holds it and is kept if the rest is supported (note "trim"; the original is listed as "trimmed").
     """
     by_marker = {ev.marker: ev for ev in evidence}
     sentences = [s for s in split_sentences(raw) if strip_markers(s)]
@@ -251,7 +251,7 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
         if is_refusal(plain[s_idx]):
             checks.append(SentenceCheck(plain[s_idx], (), 0.0, False, "refusal"))
             continue  # a partial "the articles do not say X" next to supported facts adds nothing checkable
-        if question and is_echo(plain[s_idx], question):
+        if adequacy and question and is_echo(plain[s_idx], question):
             checks.append(SentenceCheck(plain[s_idx], (), 0.0, False, "echo"))
             continue
         cited = [m for m in dict.fromkeys(markers_of(sent)) if m in by_marker]
@@ -282,7 +282,8 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
         quote = " ".join(top.text.split())
         checks.append(SentenceCheck(quote, (top.marker,), 1.0, True, "extract"))
         kept.append((quote, [(top.marker, -1, 1.0)]))
-    if not kept or (question and not gives_kind(" ".join(s for s, _ in kept), expected_kind(question), question)):
+    if not kept or (adequacy and question
+                    and not gives_kind(" ".join(s for s, _ in kept), expected_kind(question), question)):
         return Verified(REFUSAL, False, (), tuple(checks))
     # Renumber markers by first appearance; a citation is the narrowed span within its evidence.
     spans: dict[int, tuple[int, int]] = {}

@@ -260,10 +260,15 @@ def ui(settings: Settings, host: str, port: int, model: str | None) -> None:
 @click.option("--k", type=int, default=None, help="Passages to retrieve.")
 @click.option("--retrieval", is_flag=True, help="Only score retrieval (dense, BM25, fused); no LLM.")
 @click.option("--compare", nargs=2, type=click.Path(path_type=Path, file_okay=False), default=None,
-              metavar="OLD_DIR NEW_DIR", help="Compare two finished runs.")
+              metavar="OLD_DIR NEW_DIR", help="Compare two finished runs: which differences exceed noise.")
+@click.option("--ablate", is_flag=True, help="Run once per stage switched off (see rag/ablation.py); one run "
+              "folder per variant under --out, and ablation.md.")
+@click.option("--variant", "variants", multiple=True, metavar="NAME",
+              help="With --ablate: only this variant (and the full pipeline); repeatable.")
 @common
 def eval_(settings: Settings, gold: Path, out: Path | None, limit: int | None, model: str | None,
-          k: int | None, retrieval: bool, compare: tuple[Path, Path] | None) -> None:
+          k: int | None, retrieval: bool, compare: tuple[Path, Path] | None, ablate: bool,
+          variants: tuple[str, ...]) -> None:
     """Score the assistant on a gold question file; write results.jsonl, summary.json and report.md.
 
     \b
@@ -271,11 +276,12 @@ def eval_(settings: Settings, gold: Path, out: Path | None, limit: int | None, m
       rag eval --limit 10
       rag eval --retrieval
       rag eval --compare eval/runs/old eval/runs/new
+      rag eval --ablate --out eval/runs/ablation
     """
     from . import evaluate
 
     evaluate.cli(settings.replace(model=model), gold=gold, out=out, limit=limit, k=k, retrieval=retrieval,
-                 compare=compare, echo=click.echo)
+                 compare=compare, echo=click.echo, ablate=ablate, variants=variants)
 
 
 @main.command()

@@ -82,7 +82,8 @@ def estimate_tokens(text: str) -> int:
 
 def select_evidence(question: str, passages: list[Passage], embedder: Any, texts_by_article: Mapping[str, str],
                     budget_tokens: int = 220, max_items: int = 6, idf: Callable[[str], float] | None = None,
-                    margin: float = 0.5, lexical_weight: float = 0.75, follow: bool = True) -> list[Evidence]:
+                    margin: float = 0.5, lexical_weight: float = 0.75, follow: bool = True,
+                    drop_instructions: bool = True) -> list[Evidence]:
     """Pick the sentences that best match the question, within ``budget_tokens``.
 
     Score = cosine(question, sentence) + 0.75 * overlap + 0.1 / passage rank, where overlap is the
@@ -92,7 +93,8 @@ def select_evidence(question: str, passages: list[Passage], embedder: Any, texts
     compound question ("Which chip ..., and how much ...?") ranks sentences per part and takes the
     best of each part in turn. The best sentence brings its successor (``follow``), which often names
     who or what it is about; a sentence that opens with a pronoun ("He added ...") brings its
-    predecessor. Adjacent picks merge into one span. Sentences giving orders to the assistant are left out.
+    predecessor. Adjacent picks merge into one span. Sentences giving orders to the assistant are left out
+    (unless ``drop_instructions`` is off, for ablation).
     """
     spans: list[tuple[Chunk, int, int, int]] = []  # (chunk, start, end, passage rank)
     texts: list[str] = []
@@ -104,7 +106,7 @@ def select_evidence(question: str, passages: list[Passage], embedder: Any, texts
                 continue
             seen.add(key)
             text = _text(p.chunk, s, e)
-            if not _INSTRUCTION.search(text):
+            if not (drop_instructions and _INSTRUCTION.search(text)):
                 spans.append((p.chunk, s, e, p.rank))
                 texts.append(text)
     if not spans:

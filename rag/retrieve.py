@@ -102,10 +102,12 @@ class Retriever:
                         passages.append(replace(p, rank=len(passages) + 1))
         return passages
 
-    def search(self, query: str, k: int | None = None, mode: str = "hybrid") -> list[Passage]:
-        """Top ``k`` passages for ``query``; ``mode`` is hybrid, dense or lexical."""
+    def search(self, query: str, k: int | None = None, mode: str | None = None) -> list[Passage]:
+        """Top ``k`` passages for ``query``; ``mode`` is hybrid, dense or lexical (default: the
+        ``retrieval_mode`` setting)."""
         query = check_question(query, self.settings.max_question_chars)
         k = k or self.settings.k
+        mode = mode or self.settings.retrieval_mode
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}")
         n = math.ceil(max(self.settings.candidates, k) * self._pool_scale)

@@ -68,6 +68,13 @@ class Settings:
     support_threshold: float = 0.5
     relevance_gate: int = 1  # refuse, without a model call, a question whose names no article holds
     trim_unsupported: int = 1  # drop the phrase with a detail no passage gives, instead of the sentence
+    # Stage switches, for ablation (``rag eval --ablate`` turns each off in turn; all on by default).
+    # Citation verification is switched off with support_threshold = 0: every sentence then passes.
+    retrieval_mode: str = "hybrid"  # hybrid | dense | lexical (retrieve.Retriever.search)
+    evidence_selection: bool = True  # off: every sentence of the passages, up to n_ctx / 2 tokens (answer)
+    adequacy_checks: bool = True  # off: no echo or answer-kind check (cite.verify)
+    injection_filter: bool = True  # off: sentences giving orders to the assistant reach the prompt (prompt)
+    follow_up_rewrite: bool = True  # off: a follow-up is searched as typed (answer.Assistant.stream)
     # guards
     max_question_chars: int = 2000
     answer_cache_size: int = 256
@@ -119,6 +126,20 @@ def _coerce(name: str, value: Any) -> Any:
             return int(value)
         if kind == "float":
             return float(value)
+        if kind == "bool":
+            return _bool(value)
         return str(value)
     except (TypeError, ValueError) as e:
         raise InputError(f"setting {name}={value!r} is not a valid {kind}") from e
+
+
+def _bool(value: Any) -> bool:
+    """true/false, 1/0, yes/no, on/off (any case), as TOML and ``RAG_*`` variables give them."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")

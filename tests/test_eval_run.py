@@ -111,7 +111,7 @@ def test_run_writes_results_summary_report_and_plots(settings, index, fake_embed
     assert "| Answer accuracy |" in report and "Retrieval recall@4" in report and "![metrics.png]" in report
     assert "## Worst questions" in report and "`neg-02`: answered an unanswerable question" in report
     assert "**Raw model output:**" in report
-    assert "## Every question with a problem" in report and "| `neg-05` | answered an unanswerable" in report
+    assert "## Every question with a problem" in report and "| `neg-05` | unanswerable | answered an unanswerable" in report
     assert any("| Overall accuracy |" in p for p in printed)
 
 

@@ -1,0 +1,123 @@
+"""``rag eval --ablate``: the gold file answered once with every stage on and once with each stage off.
+
+Each stage has a switch in ``Settings`` that the answer path honours (all on by default):
+
+    retrieval_mode = "dense"      hybrid (dense + BM25, RRF) -> dense only          (retrieve)
+    evidence_selection = false    every sentence of the passages, up to n_ctx / 2    (answer -> prompt)
+    support_threshold = 0         citation verification off: every sentence passes   (cite)
+    trim_unsupported = 0          an ungrounded detail removes the whole sentence    (cite)
+    adequacy_checks = false       no echo or answer-kind check                       (cite -> adequacy)
+    relevance_gate = 0            off-corpus questions reach the model               (answer -> relevance)
+    injection_filter = false      instruction-like sentences reach the prompt        (prompt)
+    follow_up_rewrite = false     a follow-up is searched as typed                   (answer)
+
+Every variant is a normal run folder under ``OUT/<variant>/`` (so an interrupted ablation resumes), and
+``OUT/ablation.md``/``ablation.json`` hold the table: the headline rates with their 95% intervals and,
+per variant, whether its overall accuracy differs from the full pipeline's beyond noise (exact McNemar
+on the same questions). A variant whose switch cannot matter for the gold file (the follow-up rewrite,
+when no question has a history) is skipped and says so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import stats
+from .errors import InputError
+
+if TYPE_CHECKING:
+    from .answer import Assistant
+    from .evaluate import Echo, GoldItem
+
+FULL = "full"
+# name -> (what is off, settings changed)
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    FULL: ("nothing: every stage on", {}),
+    "dense-only": ("hybrid retrieval: dense ranking only, no BM25", {"retrieval_mode": "dense"}),
+    "no-evidence-selection": ("evidence selection: every sentence of the passages goes to the prompt",
+                              {"evidence_selection": False}),
+    "no-citation-check": ("citation verification: no sentence is removed as unsupported (support_threshold 0)",
+                          {"support_threshold": 0.0}),
+    "no-trim": ("trimming: a sentence with an ungrounded detail is removed whole, not cut",
+                {"trim_unsupported": 0}),
+    "no-adequacy": ("adequacy checks: no echo or answer-kind check", {"adequacy_checks": False}),
+    "no-relevance-gate": ("relevance gate: a question naming nothing in the articles goes to the model",
+                          {"relevance_gate": 0}),
+    "no-injection-filter": ("injection filter: sentences giving orders reach the prompt",
+                            {"injection_filter": False}),
+    "no-follow-up-rewrite": ("follow-up rewrite: a follow-up is searched as typed", {"follow_up_rewrite": False}),
+}
+COLUMNS = ("answer_accuracy", "refusal_accuracy", "false_refusal_rate", "citation_precision", "accuracy")
+
+
+def run_ablation(assistant: Assistant, items: Sequence[GoldItem], gold: Path, out: Path, *, k: int,
+                 echo: Echo = print, only: Sequence[str] = ()) -> dict[str, Any]:
+    """Answer ``items`` once per variant (``only``: these variants, plus the full pipeline to compare with)."""
+    from .answer import Assistant
+    from .evaluate import _write_atomic, read_results, run
+
+    unknown = [v for v in only if v not in VARIANTS]
+    if unknown:
+        raise InputError(f"unknown ablation variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    names = [v for v in VARIANTS if not only or v in only or v == FULL]
+    out.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, dict[str, Any]] = {}
+    for name in names:
+        what, change = VARIANTS[name]
+        if change.get("follow_up_rewrite") is False and not any(it.history for it in items):
+            rows[name] = {"off": what, "skipped": "no question of the gold file has a history"}
+            echo(f"ablation {name}: skipped (no question has a history)")
+            continue
+        echo(f"ablation {name}: {what}")
+        variant = Assistant(assistant.settings.replace(**change), store=assistant.store,
+                            embedder=assistant.embedder, llm=assistant.llm)
+        summary = run(variant, items, gold, out / name, k=k, echo=lambda _m: None)
+        rows[name] = {"off": what, "settings": change, "metrics": summary["metrics"], "ci": summary["ci"],
+                      "counts": summary["counts"], "checks": summary.get("checks")}
+    full = read_results(out / FULL / "results.jsonl")
+    ids = [it.id for it in items]
+    for name, row in rows.items():
+        if name == FULL or "skipped" in row:
+            continue
+        mine = read_results(out / name / "results.jsonl")
+        pair = stats.paired([(full[i].get("scores") or {}).get("accuracy") for i in ids],
+                            [(mine[i].get("scores") or {}).get("accuracy") for i in ids])
+        row["vs_full"] = {"diff": pair.diff, "ci": pair.ci, "p_mcnemar": pair.p_mcnemar,
+                          "full_only": pair.old_only, "variant_only": pair.new_only,
+                          "beyond_noise": pair.beyond_noise}
+    result = {"gold": str(gold), "questions": len(items), "k": k, "variants": rows}
+    text = ablation_markdown(result)
+    _write_atomic(out / "ablation.json", json.dumps(result, indent=1) + "\n")
+    _write_atomic(out / "ablation.md", text)
+    echo(text.rstrip())
+    echo(f"wrote {out / 'ablation.md'}, {out / 'ablation.json'}")
+    return result
+
+
+def ablation_markdown(result: dict[str, Any]) -> str:
+    from .evaluate import METRICS, _ci, _fmt
+
+    head = ["Variant", "Stage off", *(METRICS[c][0] + ("" if METRICS[c][2] else " (lower is better)")
+                                      for c in COLUMNS), "Accuracy vs full (McNemar p)"]
+    lines = [f"# Ablation on `{result['gold']}` ({result['questions']} questions, k={result['k']})", "",
+             "Each rate: mean and 95% interval (as in report.md). Last column: the variant's overall accuracy minus "
+             "the full pipeline's, on the same questions, with the exact McNemar p-value; **bold** when beyond noise "
+             "(p < 0.05).", "",
+             "| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    for name, row in result["variants"].items():
+        if "skipped" in row:
+            lines.append(f"| {name} | {row['off']} | " + " | ".join(["–"] * len(COLUMNS)) +
+                         f" | skipped: {row['skipped']} |")
+            continue
+        cells = [f"{_fmt(row['metrics'].get(c))} ({_ci(row['ci'].get(c), 2)})" for c in COLUMNS]
+        vs = row.get("vs_full")
+        if vs is None or vs["diff"] is None:
+            last = "–"
+        else:
+            last = f"{vs['diff']:+.3f} (p {vs['p_mcnemar']:.3f})"
+            last = f"**{last}**" if vs["beyond_noise"] else last
+        lines.append(f"| {name} | {row['off']} | " + " | ".join(cells) + f" | {last} |")
+    return "\n".join(lines) + "\n"
