@@ -86,6 +86,7 @@ class Passage:
     score: float
     dense_rank: int | None = None
     lexical_rank: int | None = None
+    flagged: tuple[tuple[int, int], ...] = ()  # sentence spans addressed to AI readers (rag.injection)
 
     def __repr__(self) -> str:
         return f"Passage(rank={self.rank}, {self.chunk.chunk_id!r}, score={self.score:.4f})"
@@ -97,7 +98,8 @@ class Passage:
     def to_dict(self) -> dict[str, Any]:
         c = self.chunk
         return {"rank": self.rank, "article": c.article, "title": c.title, "chunk_id": c.chunk_id,
-                "start": c.start, "end": c.end, "score": round(self.score, 6), "text": c.text}
+                "start": c.start, "end": c.end, "score": round(self.score, 6), "text": c.text,
+                "flagged": [list(s) for s in self.flagged]}
 
 
 @dataclass(frozen=True)
