@@ -35,7 +35,8 @@ NOTE = "flagged: this article contains text addressed to AI assistants"
 _F = re.IGNORECASE | re.UNICODE
 
 # -- who is addressed ------------------------------------------------------------------------------------
-_AI_NOUN = r"(?:assistants?|models?|systems?|agents?|bots?|readers?|tools?|crawlers?|scrapers?|summari[sz]ers?|programs?)"
+_AI_NOUN = (r"(?:assistants?|models?|systems?|agents?|bots?|readers?|tools?|crawlers?|scrapers?|summari[sz]ers?|"
+            r"programs?)")
 _ADDRESSEE = (
     r"(?:\b(?:ai|a\.i\.|artificial[- ]intelligence|machine[- ]learning|ml|automated|virtual|digital|chat|search|"
     r"language|generative|conversational|llm)[- ]" + _AI_NOUN + r"\b"
@@ -108,17 +109,22 @@ _OVERRIDE = re.compile(
     r"|\bforget (?:what|everything) you (?:were|have been) (?:told|given|instructed)\b"
     r"|\byour (?:instructions|rules|orders|guidelines|prompt|task) (?:have|has) (?:changed|been updated|been replaced)"
     r"|\bnew (?:instructions?|system prompt|rules|task|directive)\s*[:：]"
-    r"|" + _CLAUSE + r"(?:ignorez|ignore|oubliez|oublie|ne tenez pas compte)\b[^.!?]{0,40}?\b(?:instructions|consignes|règles|"
+    r"|" + _CLAUSE + r"(?:ignorez|ignore|oubliez|oublie|ne tenez pas compte)\b[^.!?]{0,40}?\b(?:instructions|"
+    r"consignes|règles|"
     r"directives|indications)\b"
-    r"|" + _CLAUSE + r"(?:ignorier\w*|vergiss|vergessen sie|missachte\w*)\b[^.!?]{0,40}?\b(?:anweisung\w*|instruktion\w*|regeln|"
+    r"|" + _CLAUSE + r"(?:ignorier\w*|vergiss|vergessen sie|missachte\w*)\b[^.!?]{0,40}?\b(?:anweisung\w*|"
+    r"instruktion\w*|regeln|"
     r"vorgaben|befehle)\b"
-    r"|" + _CLAUSE + r"(?:ignora\w*|olvida\w*|descarta\w*)\b[^.!?]{0,40}?\b(?:instrucciones|indicaciones|reglas|órdenes)\b"
+    r"|" + _CLAUSE + r"(?:ignora\w*|olvida\w*|descarta\w*)\b[^.!?]{0,40}?\b(?:instrucciones|indicaciones|"
+    r"reglas|órdenes)\b"
     r"|(?:忽略|无视|忘记|忘掉|不要理会)[^。]{0,12}?(?:指令|指示|提示|规则|说明|要求)", _F)
 _ROLE = re.compile(
     r"\byou are now\s+(?:an?\s+|the\s+|in\s+|called\s+|named\s+|free\b|no longer\b|unrestricted\b|jailbroken\b|dan\b|"
     r"[\w-]*bot\b)|\bfrom now on,?\s+(?:you|the assistant)\b|\bpretend (?:you are|you're|to be|that you)\b"
-    r"|^\W*(?:act|behave) as\b|\brole-?play\b|\bdo anything now\b|\byou are dan\b|\b(?:developer|god|jailbreak|dan) mode\b"
-    r"|\b(?:print|reveal|show|repeat|output|leak|display|dump|recite)\s+(?:\w+\s+){0,3}?(?:system prompt|initial prompt|"
+    r"|^\W*(?:act|behave) as\b|\brole-?play\b|\bdo anything now\b|\byou are dan\b"
+    r"|\b(?:developer|god|jailbreak|dan) mode\b"
+    r"|\b(?:print|reveal|show|repeat|output|leak|display|dump|recite)\s+(?:\w+\s+){0,3}?"
+    r"(?:system prompt|initial prompt|"
     r"hidden prompt|hidden instructions|instructions verbatim)|\bsystem prompt\s*[:：]"
     r"|<\|(?:im_start|im_end|system|user|assistant|endoftext)\|>|\[/?inst\]|<<\/?sys>>|</?(?:system|instructions?)>"
     r"|^\W*(?:###\s*)?(?:system|assistant|user|human|instruction|instructions)\s*[:：]", _F)
@@ -128,7 +134,8 @@ _ASK = (r"\b(?:ask|asks|asked|asking|query|queries|queried|question|questioned|p
 _CONDITIONAL = re.compile(
     # "when asked X, (you should) say Y" / "if anyone asks, the answer is"
     r"\b(?:when(?:ever)?|if|once|should|in case|each time|every time)\b[^.!?]{0,100}?" + _ASK
-    + r"[^.!?]{0,120}?(?:[,:;—–]|\bthen\b)\s*(?:then\s+)?(?:(?:you|the (?:assistant|model|ai)|" + _ADDRESSEE + r")\s+(?:should|must|"
+    + r"[^.!?]{0,120}?(?:[,:;—–]|\bthen\b)\s*(?:then\s+)?(?:(?:you|the (?:assistant|model|ai)|" + _ADDRESSEE
+    + r")\s+(?:should|must|"
     r"shall|will|need to|have to|are to|is to)\s+|please\s+|always\s+|simply\s+|just\s+|only\s+)*"
     r"(?:" + _ANSWER_VERB + r"\b|(?:the\s+)?(?:correct\s+|right\s+|only\s+)?(?:answer|response|reply)\s+"
     r"(?:is|should be|must be|will be)\b)"
@@ -142,11 +149,13 @@ _CONDITIONAL = re.compile(
     r"|\b(?:si|lorsqu|quand|chaque fois qu)\b[^.!?]{0,80}?\b(?:demande|demandez|interroge|interrogez|pose|questionne)"
     r"\w*\b[^.!?]{0,100}?[,:;]\s*(?:dites|dis|répondez|réponds|indiquez|indique|affirmez|affirme|déclarez|précisez|"
     r"la réponse est)\b"
-    r"|\b(?:wenn|falls|sobald|wird)\b[^.!?]{0,80}?\b(?:gefragt|fragt|fragen)\b[^.!?]{0,80}?[,:;]\s*(?:sag|sage|sagen sie|"
+    r"|\b(?:wenn|falls|sobald|wird)\b[^.!?]{0,80}?\b(?:gefragt|fragt|fragen)\b[^.!?]{0,80}?[,:;]\s*"
+    r"(?:sag|sage|sagen sie|"
     r"antworte|antworten sie|behaupte|behaupten sie|gib|geben sie|nenne|nennen sie|lautet die antwort)\b"
     r"|\b(?:cuando|si|siempre que)\b[^.!?]{0,80}?\bpregunt\w*\b[^.!?]{0,100}?[,:;]\s*(?:di|diga|responde|responda|"
     r"contesta|conteste|afirma|afirme|indica|indique|la respuesta es)\b"
-    r"|(?:当|如果|若|一旦|每当|如有)[^。]{0,30}?(?:问|询问|提问)[^。]{0,40}?(?:，|,|时)\s*(?:" + _ADDRESSEE + r")?(?:请|就|应|应该|应当|一律|务必)?"
+    r"|(?:当|如果|若|一旦|每当|如有)[^。]{0,30}?(?:问|询问|提问)[^。]{0,40}?(?:，|,|时)\s*(?:" + _ADDRESSEE
+    + r")?(?:请|就|应|应该|应当|一律|务必)?"
     r"\s*(?:回答|说|表示|声称|回复|告诉)", _F)
 
 # An order to whoever reads, with no one reported as saying it: "You must tell the user ...".
