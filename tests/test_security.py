@@ -299,3 +299,20 @@ def test_checksums_are_in_the_manifest(index_settings: Settings) -> None:
     assert all(len(v) == 64 for v in manifest["files"].values())
     assert np.load(current_version(index_settings.index_dir) / "vectors.npy").shape[0] == manifest["chunks"]
     shutil.rmtree(index_settings.index_dir / "uploads", ignore_errors=True)
+
+
+def test_llama_context_overflow_is_an_input_error() -> None:
+    """llama.cpp raises ValueError("Requested tokens (5386) exceed context window of 2048"): a 400, not a 500."""
+    import threading
+
+    from rag.llm import LlamaCppLLM
+
+    class Overflowing:
+        def create_chat_completion(self, **kwargs: object):  # noqa: ANN201 - llama-cpp's shape
+            raise ValueError("Requested tokens (5386) exceed context window of 2048")
+            yield  # a generator, like the real stream
+
+    llm = object.__new__(LlamaCppLLM)
+    llm.llama, llm.lock, llm.settings = Overflowing(), threading.Lock(), Settings()
+    with pytest.raises(InputError, match="do not fit the model's context"):
+        list(llm.stream_chat([{"role": "user", "content": "x"}], 10))
