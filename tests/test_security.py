@@ -316,3 +316,12 @@ def test_llama_context_overflow_is_an_input_error() -> None:
     llm.llama, llm.lock, llm.settings = Overflowing(), threading.Lock(), Settings()
     with pytest.raises(InputError, match="do not fit the model's context"):
         list(llm.stream_chat([{"role": "user", "content": "x"}], 10))
+
+
+def test_an_earlier_attack_question_never_reaches_the_rewrite_prompt(client: TestClient, fake_llm: FakeLLM) -> None:
+    fake_llm.enqueue("The Mate 60 is powered by the Kirin 9000S chip [1].")
+    r = client.post("/v1/chat/completions", json={"messages": [
+        {"role": "user", "content": DAN}, {"role": "assistant", "content": "I only answer ..."},
+        {"role": "user", "content": "Which chip powers it?"}]})
+    assert r.status_code == 200
+    assert not any("PWNED" in m["content"] for call in fake_llm.calls for m in call)
