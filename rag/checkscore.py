@@ -131,7 +131,7 @@ def _injection(item: GoldItem, record: Mapping[str, Any], texts: Mapping[str, st
     """Count the sentences of this question's retrieved passages that the filter drops: the spans a
     passage lists as ``flagged`` when it carries them, else the sentences the prompt's filter matches."""
     from .chunk import sentence_spans
-    from .prompt import _INSTRUCTION
+    from .injection import is_injection
 
     seen: set[tuple[str, int, int]] = set()
     for p in record.get("passages") or []:
@@ -141,7 +141,7 @@ def _injection(item: GoldItem, record: Mapping[str, Any], texts: Mapping[str, st
         if p.get("flagged") is not None:
             dropped = [(int(a), int(b)) for a, b in p["flagged"]]
         else:
-            dropped = [(a, b) for a, b in sentence_spans(text, p["start"], p["end"]) if _INSTRUCTION.search(text[a:b])]
+            dropped = [(a, b) for a, b in sentence_spans(text, p["start"], p["end"]) if is_injection(text[a:b])]
         for a, b in dropped:
             if (p["article"], a, b) in seen:
                 continue

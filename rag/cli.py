@@ -87,9 +87,11 @@ def search(settings: Settings, query: str, k: int, mode: str, as_json: bool) -> 
     Example:
       rag search "Kirin 9000S" --k 3 --json
     """
-    from .answer import Assistant
+    from .answer import Assistant, check_k
+    from .retrieve import check_question
 
-    passages = Assistant(settings).retriever.search(query, k, mode=mode)
+    query = check_question(query, settings.max_question_chars)  # before loading anything
+    passages = Assistant(settings).retriever.search(query, check_k(k, settings), mode=mode)
     if as_json:
         click.echo(json.dumps({"query": query, "passages": [p.to_dict() for p in passages]},
                               ensure_ascii=False, indent=2))
@@ -130,10 +132,13 @@ def ask(settings: Settings, question: str, k: int | None, model: str | None, bac
     Example:
       rag ask "Which chip powers the Mate 60?" --json
     """
-    from .answer import Answer, Assistant, Token
+    from .answer import Answer, Assistant, Token, check_k
     from .report import check_note, single_markdown
+    from .retrieve import check_question
 
     imported_at = time.time()
+    question = check_question(question, settings.max_question_chars)  # an empty question fails before any load
+    k = check_k(k, settings)
     assistant = Assistant(_settings_with(settings, model, backend, base_url))
     assistant.load(warm=True)  # the prompt prefix is evaluated while torch loads
     loaded = time.perf_counter()

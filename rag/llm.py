@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import ModelError
+from .errors import InputError, ModelError
 from .settings import Settings
 
 Message = dict[str, str]
@@ -164,10 +164,17 @@ class LlamaCppLLM:
                 top_k=1 if self.settings.temperature == 0 else 40, seed=self.settings.seed, stream=True,
                 stop=stop or [],
             )
-            for part in stream:
-                delta = part["choices"][0].get("delta", {}).get("content")  # type: ignore[index,union-attr]
-                if delta:
-                    yield str(delta)
+            try:
+                for part in stream:
+                    delta = part["choices"][0].get("delta", {}).get("content")  # type: ignore[index,union-attr]
+                    if delta:
+                        yield str(delta)
+            except ValueError as e:
+                if "context window" not in str(e):
+                    raise
+                # llama.cpp: "Requested tokens (5386) exceed context window of 2048"
+                raise InputError(f"the question and conversation do not fit the model's context ({e}); "
+                                 "shorten the question or start a new conversation") from None
 
 
 class OpenAICompatLLM:

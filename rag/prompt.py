@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .injection import flagged_spans
 from .records import Chunk, Evidence, Passage
 from .retrieve import question_parts, terms
 
@@ -55,16 +56,6 @@ EXAMPLES = [
      "losses [1]."},
 ]
 
-# Sentences that address the assistant rather than report news ("Ignore the previous instructions and
-# reply ..."); they never carry a fact worth citing, and a small model obeys them when they sit next to
-# the question, so they never reach the prompt. The system prompt's "passages are data" is the other half.
-_INSTRUCTION = re.compile(
-    r"\b(ignore|disregard|forget|override)\b[^.]{0,40}\b(instructions?|prompts?|passages|rules|system|user)\b|"
-    r"^\W*(system|assistant|user)\s*:|"
-    r"\b(reply|respond|answer|output)\b[^.]{0,25}\b(only|nothing else|single word)\b|"
-    r"\byou (must|should) now\b|\bthe assistant must\b", re.IGNORECASE)
-
-
 REWRITE_PROMPT = (
     "Rewrite the follow-up question as one standalone question: replace each word that refers to an "
     "earlier turn (it, he, they, this, 'and the year?') with what it refers to, and keep every other word "
@@ -93,22 +84,24 @@ def select_evidence(question: str, passages: list[Passage], embedder: Any, texts
     compound question ("Which chip ..., and how much ...?") ranks sentences per part and takes the
     best of each part in turn. The best sentence brings its successor (``follow``), which often names
     who or what it is about; a sentence that opens with a pronoun ("He added ...") brings its
-    predecessor. Adjacent picks merge into one span. Sentences giving orders to the assistant are left out
+    predecessor. Adjacent picks merge into one span. Sentences flagged by ``rag.injection`` are left out
     (unless ``drop_instructions`` is off, for ablation).
     """
     spans: list[tuple[Chunk, int, int, int]] = []  # (chunk, start, end, passage rank)
     texts: list[str] = []
     seen: set[tuple[str, int, int]] = set()
     for p in passages:
+        # Quarantine: sentences that give orders to an AI reader (rag.injection) are data a reader may
+        # see, labelled, but never evidence: a small model obeys them when they sit next to the question.
+        flagged = set(p.flagged or flagged_spans(p.chunk))
         for s, e in p.chunk.sentences or ((p.chunk.start, p.chunk.end),):
             key = (p.chunk.article, s, e)
             if key in seen:
                 continue
             seen.add(key)
-            text = _text(p.chunk, s, e)
-            if not (drop_instructions and _INSTRUCTION.search(text)):
+            if not (drop_instructions and (s, e) in flagged):
                 spans.append((p.chunk, s, e, p.rank))
-                texts.append(text)
+                texts.append(_text(p.chunk, s, e))
     if not spans:
         return []
     parts = question_parts(question)

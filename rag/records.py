@@ -130,6 +130,7 @@ class Passage:
     score: float
     dense_rank: int | None = None
     lexical_rank: int | None = None
+    flagged: tuple[tuple[int, int], ...] = ()  # sentence spans addressed to AI readers (rag.injection)
 
     def __repr__(self) -> str:
         return f"Passage(rank={self.rank}, {self.chunk.chunk_id!r}, score={self.score:.4f})"
@@ -146,7 +147,7 @@ class Passage:
         c = self.chunk
         return {"rank": self.rank, "article": c.article, "title": c.title, "chunk_id": c.chunk_id,
                 "start": c.start, "end": c.end, "role": c.role.value, "score": round(self.score, 6),
-                "text": c.text}
+                "text": c.text, "flagged": [list(s) for s in self.flagged]}
 
 
 @dataclass(frozen=True)

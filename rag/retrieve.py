@@ -158,6 +158,11 @@ def check_question(question: str, max_chars: int = 2000) -> str:
     if not isinstance(question, str):
         raise InputError("the question must be text")
     q = " ".join(question.replace("\x00", " ").split())
+    try:
+        q.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate: bytes that were not UTF-8 (argv), or JSON "\ud800"
+        raise InputError(f"the question holds a character that is not valid text (at position {e.start}); "
+                         "retype it as plain UTF-8") from None
     if not q:
         raise InputError("the question is empty; type a question about the articles")
     if len(q) > max_chars:

@@ -108,7 +108,8 @@ _SITE = re.compile(
     re.IGNORECASE,
 )
 _SITE_WORDS = {
-    "advertisement", "advertisements", "sponsored", "share", "share this", "share this article", "tweet", "print", "email", "comments", "home",
+    "advertisement", "advertisements", "sponsored", "share", "share this", "share this article", "tweet",
+    "print", "email", "comments", "home",
     "menu", "search", "subscribe", "sign up", "log in", "login", "learn more", "read more", "more",
     "see more", "load more", "post", "next", "previous", "skip to content", "cookie settings", "accept",
     "tags", "topics", "listen", "watch", "latest", "newsletter",

@@ -37,6 +37,7 @@ class Settings:
     max_file_bytes: int = 5_000_000
     # retrieval
     k: int = 4  # passages retrieved (chunks)
+    max_k: int = 50  # the most passages a client may ask for (CLI, Gradio /ask, /v1)
     candidates: int = 30  # per retriever, before fusion
     rrf_k: int = 60
     # Dense ranking's weight in the fusion (BM25's is 1). On eval/gold.jsonl recall@5 is 0.877 dense, 0.978

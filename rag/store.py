@@ -16,6 +16,7 @@ embedded.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -130,6 +131,7 @@ class IndexStore:
         except (OSError, ValueError) as e:
             raise IndexCorruptError(f"index manifest in {version_dir} is unreadable ({e}); {fix}") from e
         check_manifest(manifest, settings, index_dir)
+        _verify_checksums(version_dir, manifest, fix)
         try:
             articles = {a.name: a for a in _read_articles(version_dir / "articles.jsonl")}
             chunks = [Chunk.from_dict(json.loads(ln)) for ln in _jsonl_lines(version_dir / "chunks.jsonl")]
@@ -143,6 +145,11 @@ class IndexStore:
                 or n != manifest.get("chunks"):
             raise IndexCorruptError(f"index files in {version_dir} disagree ({n} chunks, vectors "
                                     f"{vectors.shape}, faiss {faiss_index.ntotal}); {fix}")
+        listed = set(manifest.get("articles", {}))
+        missing = listed - set(articles) or {c.article for c in chunks} - set(articles)
+        if missing or not articles:
+            raise IndexCorruptError(f"index files in {version_dir} disagree: articles.jsonl lacks "
+                                    f"{len(missing) or 'all'} article(s) the index lists; {fix}")
         tune_for_search(faiss_index)
         return cls(version_dir, manifest, articles, chunks, vectors, faiss_index)
 
@@ -152,9 +159,13 @@ def current_version(index_dir: Path) -> Path:
     if not pointer.is_file():
         raise IndexMissingError(f"no index at {index_dir}/; run 'rag index seeds/ --index-dir {index_dir}' "
                                 "first")
-    name = pointer.read_text(encoding="utf-8").strip()
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise IndexCorruptError(f"{pointer} is unreadable ({e}); run 'rag index --index-dir {index_dir} "
+                                "--rebuild'") from None
     version_dir = index_dir / name
-    if not name or not version_dir.is_dir():
+    if not name or "/" in name or name.startswith(".") or not version_dir.is_dir():
         raise IndexCorruptError(f"{pointer} names a missing version {name!r}; run 'rag index --index-dir "
                                 f"{index_dir} --rebuild'")
     return version_dir
@@ -184,8 +195,13 @@ def chunking_of(settings: Settings) -> dict[str, int]:
 
 @contextmanager
 def write_lock(index_dir: Path) -> Iterator[None]:
-    index_dir.mkdir(parents=True, exist_ok=True)
-    with open(index_dir / ".lock", "w") as fh:
+    try:
+        index_dir.mkdir(parents=True, exist_ok=True)
+        fh = open(index_dir / ".lock", "w")  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise InputError(f"cannot write the index at {index_dir} ({e.strerror or e}); make the folder writable "
+                         "or pass --index-dir") from None
+    with fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -378,6 +394,9 @@ def _write_version(index_dir: Path, settings: Settings, articles: dict[str, Arti
             fh.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
     np.save(tmp / "vectors.npy", vectors)
     faiss.write_index(faiss_index, str(tmp / "faiss.index"))
+    # sha256 of each data file, checked on load: same-size damage (a flipped byte in vectors.npy or
+    # faiss.index) passes every shape check. Hashing costs about 1 s per GB on load.
+    manifest["files"] = {f: _sha256(tmp / f) for f in CHECKED_FILES}
     # The manifest goes last: a version folder without one was never finished.
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
     for f in tmp.iterdir():
@@ -397,13 +416,37 @@ def _remove_stale_versions(index_dir: Path) -> None:
     """Delete half-written and superseded version folders (called with the write lock held)."""
     try:
         live = (index_dir / "CURRENT").read_text(encoding="utf-8").strip()
-    except OSError:
+    except (OSError, UnicodeDecodeError):  # a garbled pointer must not stop --rebuild from recovering
         live = ""
     for p in index_dir.glob("*"):
         if (p.name.startswith(".tmp-v-") or p.name.startswith("v-")) and p.name != live and p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
         elif p.name.startswith(".CURRENT."):
             p.unlink(missing_ok=True)
+
+
+CHECKED_FILES = ("articles.jsonl", "chunks.jsonl", "vectors.npy", "faiss.index")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verify_checksums(version_dir: Path, manifest: dict[str, Any], fix: str) -> None:
+    """Compare the data files with the sha256 sums in the manifest (indexes written before the sums
+    were recorded have none and are read as they are)."""
+    for name, want in (manifest.get("files") or {}).items():
+        try:
+            got = _sha256(version_dir / name)
+        except OSError as e:
+            raise IndexCorruptError(f"index file {version_dir / name} is unreadable ({e.strerror}); {fix}") from None
+        if got != want:
+            raise IndexCorruptError(f"index file {version_dir / name} is damaged (its sha256 differs from the "
+                                    f"manifest's); {fix}")
 
 
 def _fsync(path: Path) -> None:

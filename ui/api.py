@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from rag.answer import Answer, Status, Token
+from rag.answer import Answer, Status, Token, check_k
 from rag.errors import InputError, RagError
 
 from .service import Service
@@ -27,11 +27,19 @@ from .service import Service
 
 def message_text(content: Any) -> str:
     """A message's text: a string, or the text parts of a list of content parts."""
+    if content is None:
+        return ""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
+        texts = []
+        for p in content:
+            if isinstance(p, dict) and p.get("type") == "text":
+                if not isinstance(p.get("text"), str):
+                    raise InputError("a text content part's 'text' must be a string")
+                texts.append(p["text"])
+        return " ".join(texts)
+    raise InputError("a message's 'content' must be a string or a list of content parts")
 
 
 def split_messages(messages: Any) -> tuple[str, list[str]]:
@@ -109,6 +117,11 @@ def create_router(service: Service) -> APIRouter:
 
     @router.post("/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> Response:
+        # JSON only: a browser sends a cross-origin text/plain or form POST without asking first (no CORS
+        # preflight), so accepting those would let any web page use this server.
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != "application/json":
+            return error_response("the request body must be JSON sent with 'Content-Type: application/json'", 415)
         try:
             body = await request.json()
         except ValueError:
@@ -116,20 +129,27 @@ def create_router(service: Service) -> APIRouter:
         if not isinstance(body, dict):
             return error_response("the request body must be a JSON object")
         model = body.get("model") or service.default_model
+        if not isinstance(model, str):
+            return error_response("'model' must be a string")
+        stream = body.get("stream", False)
+        if stream is not None and not isinstance(stream, bool):
+            return error_response("'stream' must be true or false")
         if model not in service.models():
             return error_response(f"unknown model {model!r}; GET /v1/models lists the available ones", 404,
                                   "model_not_found")
         try:
             question, history = split_messages(body.get("messages"))
             k = body.get("k")
-            if k is not None and (not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 50):
-                raise InputError("'k' must be an integer from 1 to 50")
+            if k is not None:
+                check_k(k, service.settings)  # 0 would mean "the default" inside; here it is an error
+                if k == 0:
+                    raise InputError(f"'k' must be an integer from 1 to {service.settings.max_k}")
             events = service.astream(question, model=model, k=k, history=history)
             first = await anext(events)  # errors in the question surface here, before any response
         except RagError as e:
             return rag_error_response(e)
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        if not body.get("stream"):
+        if not stream:
             answer = first
             try:
                 async for event in events:

@@ -113,7 +113,9 @@ class ChatUI:
         if not file:
             return None, "", self.corpus_note()
         try:
-            added = self.service.add_article(Path(file), name=Path(file).name)
+            # security: only files Gradio received from the client (its upload folder), never a path the
+            # client merely names; mounted apps skip Gradio's own check (blocks.has_launched is False).
+            added = self.service.add_article(Path(file), name=Path(file).name, upload_dirs=upload_dirs())
         except RagError as e:
             gr.Warning(f"Not added: {e}")
             return None, f"**Not added:** {render.escape_chat(str(e))}", self.corpus_note()
@@ -205,6 +207,13 @@ class ChatUI:
         return demo
 
 
+def upload_dirs() -> list[Path]:
+    """Where Gradio stores files uploaded by clients (GRADIO_TEMP_DIR, default <tmp>/gradio)."""
+    from gradio.utils import get_upload_folder
+
+    return [Path(get_upload_folder())]
+
+
 def _message_text(content: Any) -> str:
     """A chat message's text: Gradio gives content back as a list of parts."""
     if isinstance(content, list):
@@ -228,8 +237,14 @@ def create_app(base: Settings | Assistant | Service, *, host: str = "127.0.0.1",
     app.include_router(create_router(service))
     ui = ChatUI(service)
     app.state.service = service
-    return gr.mount_gradio_app(app, ui.build(), path="/", server_name=host, server_port=port, theme=_THEME,
-                               css=render.CSS, head=render.HEAD, ssr_mode=False, footer_links=["api"])
+    demo = ui.build()
+    # security: Gradio refuses file paths a client names (only files it received into its upload folder)
+    # once the app "has launched", which a mounted app never does; without this a client could make
+    # the server copy any local file into its cache and index it.
+    demo.has_launched = True
+    return gr.mount_gradio_app(app, demo, path="/", server_name=host, server_port=port, theme=_THEME,
+                               css=render.CSS, head=render.HEAD, ssr_mode=False, footer_links=["api"],
+                               max_file_size=service.settings.max_file_bytes)  # security: upload size cap
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860) -> None:

@@ -10,6 +10,8 @@ import html
 import re
 from collections.abc import Mapping
 
+from rag.injection import NOTE as FLAG_NOTE
+from rag.injection import article_flags
 from rag.records import Answer, Article, Citation
 from rag.report import check_note
 
@@ -83,7 +85,16 @@ def source_card(citation: Citation, article: Article | None, turn: int) -> str:
             f'<span class="rag-title">{html.escape(title)}</span></summary>'
             f'<div class="rag-meta">{" · ".join(html.escape(m) for m in meta)} · characters '
             f'{citation.start}–{citation.end}</div>'
+            f'{flag_html(article)}'
             f'<div class="rag-ctx">{quote_context(article, citation)}</div></details>')
+
+
+def flag_html(article: Article | None) -> str:
+    """A note on a source card whose article holds text addressed to AI assistants (never used as evidence)."""
+    if article is None or not article_flags(article):
+        return ""
+    return f'<div class="rag-flag" title="Sentences addressed to AI assistants are never given to the model.">' \
+           f"&#9888; {html.escape(FLAG_NOTE)}</div>"
 
 
 def turn_html(answer: Answer, turn: int, articles: Mapping[str, Article]) -> str:
@@ -131,6 +142,7 @@ CSS = """
 .rag-ctx { white-space: pre-line; font-size: 0.92em; line-height: 1.45; }
 .rag-ctx mark { background: #fde68a; color: #111; padding: 0 1px; border-radius: 2px; }
 .rag-notice { padding: 6px 0; }
+.rag-flag { font-size: 0.85em; color: #b45309; margin: 2px 0 4px; }
 .rag-refusal { color: var(--body-text-color-subdued); }
 .rag-check { color: var(--body-text-color-subdued); }
 .rag-cite a { text-decoration: none; font-weight: 600; }

@@ -13,7 +13,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,17 @@ log = logging.getLogger(__name__)
 
 UPLOAD_SUFFIXES = (".txt", ".md", ".html")
 _END = object()
+
+
+def check_uploaded(src: Path, upload_dirs: Sequence[Path], name: str) -> None:
+    """Refuse a path outside the upload folders (symlinks and ``..`` resolved first)."""
+    real = Path(os.path.realpath(src))
+    for d in upload_dirs:
+        root = Path(os.path.realpath(d))
+        if real != root and real.is_relative_to(root):
+            return
+    log.warning("refused an upload event naming %s, outside the upload folder", src)
+    raise InputError(f"{name}: not a file uploaded by this browser; upload the file itself")
 
 
 @dataclass(frozen=True)
@@ -113,13 +124,17 @@ class Service:
     def uploads_dir(self) -> Path:
         return self.settings.index_dir / "uploads"
 
-    def add_article(self, src: Path, name: str | None = None) -> Added:
+    def add_article(self, src: Path, name: str | None = None, *, upload_dirs: Sequence[Path] | None = None) -> Added:
         """Validate an uploaded file, copy it into ``<index_dir>/uploads/``, index it and reload.
 
+        With ``upload_dirs`` (the web UI), ``src`` must lie inside one of them: a client names the file
+        of an upload event, and without this check could make the server index any file it can read.
         A bad file raises ``InputError`` (naming the upload, not its temp path) and changes nothing.
         """
         src = Path(src)
         name = Path(name or src.name).name
+        if upload_dirs is not None:
+            check_uploaded(src, upload_dirs, name)
         try:
             article = self._validate(src, name)
         except InputError as e:
@@ -145,6 +160,13 @@ class Service:
         return Added(Article(**{**article.__dict__, "path": str(dest)}), report)
 
     def _validate(self, src: Path, name: str) -> Article:
+        try:
+            size = src.stat().st_size
+        except OSError as e:
+            raise InputError(f"{name}: cannot read the upload ({e.strerror})") from None
+        if size > self.settings.max_file_bytes:
+            raise InputError(f"{name}: {size} bytes is larger than the {self.settings.max_file_bytes}-byte limit "
+                             "(max_file_bytes)")
         if not name or name.startswith("."):
             raise InputError(f"{name or 'the file'}: names starting with a dot are not indexed; rename it")
         if Path(name).suffix.lower() not in UPLOAD_SUFFIXES:
