@@ -346,11 +346,11 @@ def test_library_error_is_a_friendly_message(chat_ui: ChatUI) -> None:
 
 def test_stopped_marks_only_an_interrupted_answer() -> None:
     parts = [{"type": "text", "text": "partial" + render.CURSOR}]  # how Gradio gives messages back
-    chat, status, _ = ChatUI.stopped([{"role": "user", "content": "q"}, {"role": "assistant", "content": parts}])
+    chat, status = ChatUI.stopped([{"role": "user", "content": "q"}, {"role": "assistant", "content": parts}])
     assert chat[-1]["content"].startswith("partial") and "stopped" in chat[-1]["content"]
     assert render.CURSOR not in chat[-1]["content"] and status == "Stopped."
     done = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "An answer."}]
-    assert ChatUI.stopped(done)[:2] == (gr.skip(), gr.skip())
+    assert ChatUI.stopped(done) == (gr.skip(), gr.skip())
 
 
 class SlowLLM(FakeLLM):

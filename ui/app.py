@@ -62,12 +62,12 @@ class ChatUI:
         return f"{n} articles indexed. Added articles are kept in `{self.service.uploads_dir}/`."
 
     def count_note(self) -> str:
-        """The header's article count, read from the index now (not when the server started)."""
+        """The header with the article count, read from the index now (not when the server started)."""
         try:
             n = len(self.service.assistant().store.articles)
         except RagError:
-            return "No index yet: add an article below."
-        return f"{n} article{'s' * (n != 1)} indexed · answers cite the passage each sentence comes from"
+            return f"# {TITLE}\nNo index yet: add an article below."
+        return f"# {TITLE}\n{n} article{'s' * (n != 1)} indexed · every sentence of an answer cites its passage"
 
     def example_texts(self) -> list[str]:
         """``N_EXAMPLES`` questions drawn from the indexed articles ("" where there are fewer)."""
@@ -113,7 +113,7 @@ class ChatUI:
                  {"role": "assistant", "content": WAITING}]
         stages: list[str] = []
         yield {c["chat"]: list(chat), c["question"]: "", c["status"]: render.progress(stages, 0.0),
-               c["stop"]: gr.Button(interactive=True), c["examples"]: gr.Column(visible=False)}
+               c["examples"]: gr.Column(visible=False)}
         history = [t["query"] for t in turns]
         raw = ""
         try:
@@ -144,18 +144,16 @@ class ChatUI:
                    c["status"]: f"**Problem:** {render.escape_chat(str(e))}"}
 
     @staticmethod
-    def stopped(chat: list[dict[str, Any]] | None) -> tuple[Any, Any, Any]:
-        """After an answer event ends: Stop goes back to idle; if it cancelled the answer mid-way, the
-        interrupted answer is marked."""
-        idle = gr.Button(interactive=False)
+    def stopped(chat: list[dict[str, Any]] | None) -> tuple[Any, Any]:
+        """After an answer event ends: if Stop cancelled it mid-way, mark the interrupted answer."""
         chat = list(chat or [])
         if chat and chat[-1].get("role") == "assistant":
             text = _message_text(chat[-1].get("content"))
             if text.endswith(render.CURSOR) or text == WAITING:
                 text = text.removesuffix(render.CURSOR).replace(WAITING, "")
                 chat[-1] = {"role": "assistant", "content": text + " <em>(stopped)</em>"}
-                return chat, "Stopped.", idle
-        return gr.skip(), gr.skip(), idle
+                return chat, "Stopped."
+        return gr.skip(), gr.skip()
 
     def add_article(self, file: str | None) -> tuple[None, str, str]:
         """Index an uploaded file; a bad one gets a message and changes nothing."""
@@ -187,9 +185,7 @@ class ChatUI:
         s = self.service
         with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
             turns = gr.State([])
-            with gr.Row(elem_id="rag-header"):
-                gr.Markdown(f"# {TITLE}", elem_id="rag-title")
-                count = gr.Markdown(self.count_note(), elem_id="rag-count")
+            count = gr.Markdown(self.count_note(), elem_id="rag-count")
             with gr.Row(equal_height=False):
                 with gr.Column(scale=3, min_width=320):
                     # No per-message copy buttons: they would copy the rendered HTML ("Copy answer"
@@ -197,8 +193,8 @@ class ChatUI:
                     chat = gr.Chatbot(label="Conversation", show_label=False, height=460, elem_id="rag-chat",
                                       sanitize_html=True, latex_delimiters=[], buttons=[],
                                       feedback_options=None, layout="bubble",
-                                      placeholder="Ask about the indexed news articles. Every sentence of an "
-                                                  "answer cites the passage it comes from.")
+                                      placeholder="Ask about the indexed news articles, or try a question "
+                                                  "below.")
                     with gr.Column(visible=True, elem_id="rag-examples") as examples:
                         gr.Markdown("Try a question about the articles:")
                         example_buttons = [gr.Button(q, size="sm", visible=bool(q), elem_id=f"rag-example-{i}")
@@ -209,8 +205,8 @@ class ChatUI:
                                               placeholder="Ask a question about the articles",
                                               autofocus=True, elem_id="rag-question")
                         ask = gr.Button("Ask", variant="primary", scale=1, min_width=70, elem_id="rag-ask")
-                        stop = gr.Button("Stop", variant="secondary", scale=1, min_width=70, interactive=False,
-                                         elem_id="rag-stop")
+                        # Secondary: it must not look like the thing to press (it is a no-op when idle).
+                        stop = gr.Button("Stop", variant="secondary", scale=1, min_width=70, elem_id="rag-stop")
                     with gr.Row():
                         new = gr.Button("New conversation", size="sm", elem_id="rag-new")
                         copy = gr.Button("Copy answer", size="sm", interactive=False, elem_id="rag-copy")
@@ -236,21 +232,21 @@ class ChatUI:
                     corpus = gr.Markdown(self.corpus_note(), elem_id="rag-corpus")
             self.components = {"chat": chat, "question": question, "status": status, "turns": turns,
                                "sources": sources, "markdown": markdown, "download": download, "copy": copy,
-                               "stop": stop, "examples": examples}
+                               "examples": examples}
 
             inputs = [question, chat, turns, k, model]
-            outputs = [chat, question, status, turns, sources, markdown, download, copy, stop, examples]
+            outputs = [chat, question, status, turns, sources, markdown, download, copy, examples]
             # One LLM-bound event at a time across tabs and the /ask endpoint; the rest wait in the queue.
-            answering = dict(api_visibility="private", show_progress="hidden", concurrency_limit=1,
-                             concurrency_id="llm")
-            runs = [question.submit(self.respond, inputs, outputs, **answering),  # type: ignore[arg-type]
-                    ask.click(self.respond, inputs, outputs, **answering)]  # type: ignore[arg-type]
-            for button in example_buttons:
+            answering: dict[str, Any] = dict(api_visibility="private", show_progress="hidden",
+                                             concurrency_limit=1, concurrency_id="llm")
+            runs: list[Any] = [question.submit(self.respond, inputs, outputs, **answering),
+                               ask.click(self.respond, inputs, outputs, **answering)]
+            for button in example_buttons:  # an example fills the question box, then is asked
                 runs.append(button.click(lambda q: q, [button], [question], queue=False, api_visibility="private")
-                            .then(self.respond, inputs, outputs, **answering))  # type: ignore[arg-type]
+                            .then(self.respond, inputs, outputs, **answering))
             stop.click(None, None, None, cancels=runs, api_visibility="private")
             for event in runs:
-                event.then(self.stopped, [chat], [chat, status, stop], queue=False, api_visibility="private")
+                event.then(self.stopped, [chat], [chat, status], queue=False, api_visibility="private")
             reset_outputs = [chat, turns, sources, status, markdown, download, copy, examples]
             new.click(self.reset, None, reset_outputs, queue=False, cancels=runs, api_visibility="private")
             chat.clear(self.reset, None, reset_outputs, queue=False, cancels=runs, api_visibility="private")

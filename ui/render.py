@@ -193,12 +193,12 @@ CSS = """
 .rag-near { border-style: dashed; }
 .rag-refusal { font-weight: 600; }
 .rag-unanswered { display: inline-block; margin-top: 4px; padding-left: 8px; border-left: 3px solid #b45309; }
-.rag-check { color: var(--body-text-color-subdued); }
+.rag-check { font-style: italic; }
 .rag-cite { white-space: nowrap; }
 .rag-cite a { text-decoration: none; font-weight: 600; }
 .rag-back { display: none; margin-top: 6px; font-size: 0.9em; }
 #rag-status { min-height: 1.6em; }
-#rag-title h1 { font-size: 1.5em; margin: 0; }
+#rag-count h1 { font-size: 1.5em; margin: 0 0 2px; }
 #rag-examples button { white-space: normal; text-align: left; }
 @media (max-width: 720px) {  /* one column: the sources sit far below the answer */
   .rag-sources { max-height: none; }
@@ -209,7 +209,7 @@ CSS = """
 # Links inside the chat and the sources panel scroll their target into view (opening folded turns and
 # cards) instead of navigating: [n] to its card, "See the closest passages" to a turn, "Back to the
 # answer" to the conversation.
-HEAD = """<script>
+HEAD = r"""<script>
 document.addEventListener('click', function (e) {
   var a = e.target && e.target.closest ? e.target.closest('a[href^="#src-"], a[href^="#turn-"], a[href="#rag-chat"]')
                                        : null;

@@ -195,8 +195,8 @@ def key_names(articles: Mapping[str, Article], per_article: int = 1) -> list[tup
             words = m.group(0).removesuffix("’s").removesuffix("'s").split()
             while words and words[0].lower() in _NOT_NAMES:
                 words = words[1:]
-            if len(words) >= 2 and words[-1].lower() not in _NOT_NAMES \
-                    and not any(len(w) > 3 and w.isalpha() and w.isupper() for w in words):  # "KEVIN FRAYER/GETTY": a credit
+            credit = any(len(w) > 3 and w.isalpha() and w.isupper() for w in words)  # "KEVIN FRAYER/GETTY"
+            if len(words) >= 2 and words[-1].lower() not in _NOT_NAMES and not credit:
                 counts[" ".join(words).strip("’'-")] += 1
         found[name] = counts
     df = Counter(n for counts in found.values() for n in counts)
