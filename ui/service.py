@@ -177,8 +177,8 @@ class Service:
 
 
 # -- example questions ------------------------------------------------------------------------------------
-# A name in an article: capitalised words or model numbers, two to four in a row ("Kirin 9000S").
-_NAME = re.compile(r"\b(?:[A-Z][\w’'-]*|\d+[A-Z]\w*)(?:[ -](?:[A-Z][\w’'-]*|\d[\w.]*)){1,3}")
+# A name in an article: capitalised words or model numbers, two to five in a row ("Kirin 9000S").
+_NAME = re.compile(r"\b(?:[A-Z][\w’'-]*|\d+[A-Z]\w*)(?:[ -](?:[A-Z][\w’'-]*|\d[\w.]*)){1,4}")
 _NOT_NAMES = frozenset("the a an in on at for of and but this that these those it its he she they we i as "
                        "by with from to if when while after before however meanwhile".split())
 
@@ -188,6 +188,7 @@ def key_names(articles: Mapping[str, Article], per_article: int = 1) -> list[tup
     chrome) that recur in it, that few other articles hold, best those in its title. Uploaded articles
     come first."""
     found: dict[str, Counter[str]] = {}
+    with_the: Counter[str] = Counter()  # "the United States", "the World AI Conference"
     for name, a in articles.items():
         text = "\n".join(a.text[b.start:b.end] for b in a.blocks) if a.blocks else a.text
         counts: Counter[str] = Counter()
@@ -197,7 +198,10 @@ def key_names(articles: Mapping[str, Article], per_article: int = 1) -> list[tup
                 words = words[1:]
             credit = any(len(w) > 3 and w.isalpha() and w.isupper() for w in words)  # "KEVIN FRAYER/GETTY"
             if len(words) >= 2 and words[-1].lower() not in _NOT_NAMES and not credit:
-                counts[" ".join(words).strip("’'-")] += 1
+                key = " ".join(words).strip("’'-")
+                counts[key] += 1
+                if text[max(0, m.start() - 4):m.start()].lower() == "the " or m.group(0).startswith("The "):
+                    with_the[key] += 1
         found[name] = counts
     df = Counter(n for counts in found.values() for n in counts)
     total = len(found)
@@ -210,7 +214,7 @@ def key_names(articles: Mapping[str, Article], per_article: int = 1) -> list[tup
                          for n, c in found[name].items() if n.lower() not in seen), reverse=True)
         for _, n in scored[:per_article]:
             seen.add(n.lower())
-            out.append((name, n))
+            out.append((name, f"the {n}" if 2 * with_the[n] > sum(c[n] for c in found.values()) else n))
     return out
 
 
