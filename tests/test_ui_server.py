@@ -252,6 +252,7 @@ def _axe(page, name: str, out: Path) -> None:  # type: ignore[no-untyped-def]
     """Run axe-core on the page; fail on serious or critical violations (the full result is saved)."""
     from axe_playwright_python.sync_playwright import Axe
 
+    page.wait_for_timeout(1000)  # let the last update render
     result = Axe().run(page)
     violations = result.response["violations"]
     (out / f"axe-{name}.json").write_text(json.dumps(violations, indent=1))

@@ -256,8 +256,8 @@ class ChatUI:
             refreshed = [count, corpus, *example_buttons]
             upload.upload(self.add_article, [upload], [upload, upload_status, corpus], concurrency_limit=1,
                           concurrency_id="index", api_visibility="private").then(
-                self.refresh, None, refreshed, queue=False, api_visibility="private")
-            demo.load(self.refresh, None, refreshed, queue=False, api_visibility="private")
+                self.refresh, None, refreshed, queue=False, show_progress="hidden", api_visibility="private")
+            demo.load(self.refresh, None, refreshed, queue=False, show_progress="hidden", api_visibility="private")
             gr.api(self.ask, api_name="ask", concurrency_limit=1, concurrency_id="llm")
         demo.queue(default_concurrency_limit=1)
         return demo
