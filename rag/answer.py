@@ -278,12 +278,16 @@ def unanswered_parts(question: str, answer: str, citations: Sequence[Citation]) 
     """The parts of a compound question that a verified answer leaves open.
 
     A part counts as answered when the answer gives what it asks for (a date, a sum, a count: the
-    ``adequacy`` kinds) and the answer or a quote it cites holds one of the part's own content terms
-    (those the other parts lack). A one-part question has nothing to report: the checks refuse it whole.
+    ``adequacy`` kinds) and the answer or a quote it cites holds at least half of the part's own content
+    terms (those the other parts lack): "ChatGPT in late 2022" does not answer "who won the 2022 football
+    World Cup". A one-part question has nothing to report: the checks refuse it whole.
 
     >>> unanswered_parts("Which chip powers the Mate 60, and how much did AIsphere raise?",
     ...                  "The Mate 60 is powered by the Kirin 9000S chip [1].", ())
     ('how much did AIsphere raise?',)
+    >>> unanswered_parts("Which chip powers the Mate 60, and who won the 2022 football World Cup?",
+    ...                  "The Kirin 9000S powers the Mate 60 [1]. OpenAI released ChatGPT in late 2022 [2].", ())
+    ('who won the 2022 football World Cup?',)
     """
     parts = question_parts(question)
     if len(parts) < 2:
@@ -294,7 +298,7 @@ def unanswered_parts(question: str, answer: str, citations: Sequence[Citation]) 
     open_parts = []
     for i, part in enumerate(parts):
         own = part_terms[i] - set().union(*(t for j, t in enumerate(part_terms) if j != i))
-        if not (gives_kind(answer, expected_kind(part), part) and (not own or own & said_terms)):
+        if not (gives_kind(answer, expected_kind(part), part) and 2 * len(own & said_terms) >= len(own)):
             open_parts.append(part)
     return tuple(open_parts) if len(open_parts) < len(parts) else ()
 

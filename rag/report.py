@@ -72,7 +72,8 @@ def reference(citation: Citation, article: Article | None = None) -> str:
         locator.append(f"page {page}")
     if role:
         locator.append(str(role))
-    return ". ".join(filter(None, [title, ", ".join(where), ", ".join(locator)])) + "."
+    parts = [p.strip() for p in (title, ", ".join(where), ", ".join(locator)) if p.strip()]
+    return " ".join(p if p[-1] in ".?!…" else p + "." for p in parts)
 
 
 def searched(answer: Answer, articles: Mapping[str, Article] | None = None) -> list[str]:
