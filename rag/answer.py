@@ -14,13 +14,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from . import confidence, followup, relevance
+from .adequacy import expected_kind, gives_kind
 from .cite import verify
 from .errors import InputError, RagError
 from .injection import flagged_spans, is_attack_question
 from .llm import LLM, get_llm, model_path
 from .prompt import REFUSAL, build_messages, build_rewrite_messages, select_evidence
-from .records import Answer, SentenceCheck
-from .retrieve import Retriever, check_question
+from .records import Answer, Citation, SentenceCheck
+from .retrieve import Retriever, check_question, question_parts, terms
 from .settings import Settings
 from .store import IndexStore
 
@@ -34,9 +35,17 @@ class Token:
 
 @dataclass(frozen=True)
 class Status:
-    """A progress note for the UI (e.g. the rewritten follow-up question)."""
+    """A progress note for the UI: ``stage`` is one of ``STAGES`` (or "rewritten" for the standalone
+    question of a follow-up); ``elapsed`` counts seconds since the question arrived."""
 
     text: str
+    stage: str = ""
+    elapsed: float = 0.0
+
+
+# The stages of an answer, in order ("loading" only when the model is used for the first time, which
+# comes first: a follow-up is rewritten by the model before the search).
+STAGES = ("loading", "searching", "reading", "writing", "checking")
 
 
 Event = Token | Status | Answer
@@ -200,14 +209,21 @@ class Assistant:
                          model=self._model or self.settings.model,
                          sentences=(SentenceCheck(question, (), 0.0, False, "instruction"),))
             return
+
+        def status(stage: str, text: str) -> Status:
+            return Status(text, stage, time.perf_counter() - t0)
+
         with self._lock:
+            if self._llm is None:
+                yield status("loading", "Loading the model (first use)")
+                _ = self.llm
             standalone = None
             earlier = trim_turns(self._with_answers(followup.turns(history)), question,
                                  self.settings.max_question_chars)
             if earlier and self.settings.follow_up_rewrite and followup.needs_context(question):
                 standalone = self.rewrite(question, earlier)
                 if standalone != question:
-                    yield Status(f"Searching for: {standalone}")
+                    yield status("rewritten", f"Searching for: {standalone}")
                 else:
                     standalone = None
             query = standalone or question
@@ -222,6 +238,7 @@ class Assistant:
                               timings={"retrieve_s": 0.0, "first_token_s": time.perf_counter() - t0,
                                        "total_s": time.perf_counter() - t0})
                 return
+            yield status("searching", "Searching the articles")
             passages = [replace(p, flagged=flagged_spans(p.chunk)) for p in self.retriever.search_parts(query, k)]
             t_retrieved = time.perf_counter()
             unknown = relevance.off_corpus(query, self.retriever.idf) if self.settings.relevance_gate else []
@@ -247,17 +264,20 @@ class Assistant:
             t_prompt = time.perf_counter()
             raw, first = [], None
             if evidence:
+                n = len(evidence)
+                yield status("reading", f"Reading {n} passage{'s' * (n != 1)}")
                 for piece in self.llm.stream_chat(messages, self.settings.max_tokens, stop=["\n\n\n"]):
                     if first is None:
                         first = time.perf_counter()
+                        yield status("writing", "Writing the answer")
                     raw.append(piece)
                     yield Token(piece)
                     if stop is not None and stop.is_set():
                         break
             else:
-                raw = [REFUSAL]
-                yield Token(REFUSAL)
+                raw = [REFUSAL]  # decided before generation: no token stream, the answer comes at once
             t_end = time.perf_counter()
+            yield status("checking", "Checking the citations")
             raw_text = "".join(raw).strip()
             about = {ev.chunk.article: self.store.articles[ev.chunk.article].about for ev in evidence}
             checked = verify(raw_text, evidence, self.embedder, texts, self.settings.support_threshold, about,
@@ -274,6 +294,8 @@ class Assistant:
                 rewritten_question=standalone, prompt_tokens=prompt_tokens,
                 completion_tokens=self.llm.count_tokens(raw_text) if raw_text else 0,
                 signals=signals, confidence=confidence.calibrated(signals, checked.answerable),
+                unanswered=unanswered_parts(query, checked.answer, checked.citations) if checked.answerable
+                else (),
             )
             if not (stop is not None and stop.is_set()):
                 self._cache[key] = answer
@@ -296,6 +318,35 @@ class Assistant:
         return [(q, a or answers.get(q.lower(), "")) for q, a in earlier]
 
 
+def unanswered_parts(question: str, answer: str, citations: Sequence[Citation]) -> tuple[str, ...]:
+    """The parts of a compound question that a verified answer leaves open.
+
+    A part counts as answered when the answer gives what it asks for (a date, a sum, a count: the
+    ``adequacy`` kinds) and the answer or a quote it cites holds at least half of the part's own content
+    terms (those the other parts lack): "ChatGPT in late 2022" does not answer "who won the 2022 football
+    World Cup". A one-part question has nothing to report: the checks refuse it whole.
+
+    >>> unanswered_parts("Which chip powers the Mate 60, and how much did AIsphere raise?",
+    ...                  "The Mate 60 is powered by the Kirin 9000S chip [1].", ())
+    ('how much did AIsphere raise?',)
+    >>> unanswered_parts("Which chip powers the Mate 60, and who won the 2022 football World Cup?",
+    ...                  "The Kirin 9000S powers the Mate 60 [1]. OpenAI released ChatGPT in late 2022 [2].", ())
+    ('who won the 2022 football World Cup?',)
+    """
+    parts = question_parts(question)
+    if len(parts) < 2:
+        return ()
+    said = answer + " " + " ".join(c.quote for c in citations)
+    said_terms = set(terms(said))
+    part_terms = [set(terms(p)) for p in parts]
+    open_parts = []
+    for i, part in enumerate(parts):
+        own = part_terms[i] - set().union(*(t for j, t in enumerate(part_terms) if j != i))
+        if not (gives_kind(answer, expected_kind(part), part) and 2 * len(own & said_terms) >= len(own)):
+            open_parts.append(part)
+    return tuple(open_parts) if len(open_parts) < len(parts) else ()
+
+
 def _warm(llm: LLM) -> None:
     """Evaluate the prompt prefix every question shares; llama.cpp reuses it for the next prompt."""
     for _ in llm.stream_chat(build_messages("warm up", []), max_tokens=1):
@@ -313,4 +364,5 @@ def shared_assistant(settings: Settings, model: str | None = None) -> Assistant:
     return _SHARED[key]
 
 
-__all__ = ["Answer", "Assistant", "Event", "RagError", "Status", "Token", "shared_assistant"]
+__all__ = ["STAGES", "Answer", "Assistant", "Event", "RagError", "Status", "Token", "shared_assistant",
+           "unanswered_parts"]

@@ -133,7 +133,7 @@ def ask(settings: Settings, question: str, k: int | None, model: str | None, bac
       rag ask "Which chip powers the Mate 60?" --json
     """
     from .answer import Answer, Assistant, Token, check_k
-    from .report import check_note, single_markdown
+    from .report import check_note, single_markdown, unanswered_note
     from .retrieve import check_question
 
     imported_at = time.time()
@@ -157,14 +157,14 @@ def ask(settings: Settings, question: str, k: int | None, model: str | None, bac
     if as_json:
         click.echo(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
     elif markdown:
-        click.echo(single_markdown(answer))
+        click.echo(single_markdown(answer, articles=assistant.store.articles))
     else:
         if streaming:
             click.echo("\n" + "-" * 40)
         click.echo(answer.answer)
-        note = check_note(answer)
-        if note:
-            click.echo(f"({note})")
+        for note in (unanswered_note(answer), check_note(answer)):
+            if note:
+                click.echo(f"({note})")
         for c in answer.citations:
             where = f"{c.article} {c.start}-{c.end}" + (f"; {c.role_note}" if c.role_note else "")
             click.echo(f"  [{c.marker}] {c.title} ({where}): “{' '.join(c.quote.split())}”")
@@ -197,10 +197,18 @@ def report(settings: Settings, questions_file: Path, out: Path, fmt: str, k: int
         raise InputError(f"{questions_file}: no questions (one per line)")
     assistant = Assistant(_settings_with(settings, model, backend, base_url))
     answers = []
-    with click.progressbar(questions, label="answering", file=sys.stderr) as bar:
-        for q in bar:
-            answers.append(assistant.ask(q, k=k))
-    text = report_markdown(answers) if fmt == "markdown" else report_json(answers)
+    started = time.perf_counter()
+    for i, q in enumerate(questions, 1):  # one line per question on stderr, terminal or not
+        click.echo(f"[{i}/{len(questions)}] {q}", err=True)
+        t = time.perf_counter()
+        a = assistant.ask(q, k=k)
+        answers.append(a)
+        n = len(a.citations)
+        outcome = f"answered, {n} citation{'s' * (n != 1)}" if a.answerable else "not in the articles"
+        click.echo(f"        {outcome} ({time.perf_counter() - t:.1f} s)", err=True)
+    click.echo(f"{len(answers)} questions in {time.perf_counter() - started:.1f} s", err=True)
+    text = (report_markdown(answers, articles=assistant.store.articles) if fmt == "markdown"
+            else report_json(answers))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")

@@ -220,6 +220,8 @@ class Answer:
     cached: bool = False
     signals: dict[str, float] = field(default_factory=dict)  # what the confidence is computed from
     confidence: float | None = None  # calibrated probability that the answer (or refusal) is right
+    # Parts of a compound question that the verified answer leaves unanswered ("how much did X raise?").
+    unanswered: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -237,4 +239,5 @@ class Answer:
             "cached": self.cached,
             "confidence": None if self.confidence is None else round(self.confidence, 3),
             "signals": {k: round(v, 4) for k, v in self.signals.items()},
+            "unanswered": list(self.unanswered),
         }

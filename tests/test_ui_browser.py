@@ -13,6 +13,7 @@ import pytest
 from rag.answer import Assistant
 from rag.settings import Settings
 from rag.store import build_index
+from ui.app import slug
 
 from .conftest import SEEDS
 from .fakes import FakeLLM, HashEmbedder
@@ -101,9 +102,60 @@ def test_hostile_article_and_answer_text_is_shown_as_text(page: Any, fake_app: A
     page.click("#rag-copy")
     page.wait_for_function("() => navigator.clipboard.readText().then(t => t.includes('### References'))",
                            timeout=10_000)
+    assert page.inner_text("#rag-copy") == "Copied"  # feedback, then back to its label
+    page.wait_for_function("() => document.querySelector('#rag-copy').innerText === 'Copy answer'",
+                           timeout=10_000)
     with page.expect_download() as download:
         page.click("#rag-download")
+    assert download.value.suggested_filename == slug(EVIL_Q) + ".md"
     assert "lighthouse budget" in Path(download.value.path()).read_text(encoding="utf-8")
+
+
+def test_copy_is_disabled_with_nothing_to_copy_and_stop_is_secondary(page: Any) -> None:
+    assert page.locator("#rag-copy").is_disabled() and page.locator("#rag-download").is_disabled()
+    assert "secondary" in (page.get_attribute("#rag-stop", "class") or "")
+    assert "primary" in (page.get_attribute("#rag-ask", "class") or "")
+
+
+def test_trash_icon_resets_sources_and_memory(page: Any, fake_app: Any) -> None:
+    _, llm, _ = fake_app
+    llm.delay = 0.0
+    llm.enqueue("The Mate 60 phone has the Kirin 9000S chip [1].")
+    _ask(page, "What chip does the Huawei Mate 60 phone have?")  # not asked elsewhere: not from the cache
+    page.wait_for_selector("#rag-chat sup.rag-cite a", timeout=30_000)
+    assert page.locator("#rag-sources .rag-turn").count() == 1
+    page.locator("#rag-chat").hover()
+    page.click('#rag-chat button[aria-label="Clear"]')
+    page.wait_for_function("() => !document.querySelector('#rag-chat [data-testid=\"bot\"]')", timeout=10_000)
+    page.wait_for_function("() => !document.querySelector('#rag-sources .rag-turn')", timeout=10_000)
+    assert page.locator("#rag-copy").is_disabled()
+    calls = len(llm.calls)
+    llm.enqueue("The articles do not say.")
+    _ask(page, "When did he take over?")
+    page.wait_for_selector("#rag-chat .rag-refusal", timeout=30_000)
+    assert len(llm.calls) == calls + 1  # answered alone: no rewrite against the cleared conversation
+    assert page.locator("#rag-sources .rag-rewritten").count() == 0
+
+
+def test_labels_are_plain_text_and_axe_finds_no_serious_violation(page: Any, fake_app: Any) -> None:
+    from axe_playwright_python.sync_playwright import Axe
+
+    _, llm, _ = fake_app
+    llm.delay = 0.0
+    llm.enqueue(EVIL_A)
+    question = "How large is the <b>lighthouse</b> budget & who approved it?"
+    _ask(page, question)
+    page.wait_for_selector("#rag-chat sup.rag-cite a", timeout=30_000)
+    page.wait_for_timeout(300)
+    labels = page.eval_on_selector_all("#rag-chat [aria-label*=\"s message: \"]",
+                                       "els => els.map(e => e.getAttribute('aria-label'))")
+    assert labels and labels[0] == f"user's message: {question}", labels
+    assert not any("&#" in x or "&amp;" in x or "<sup" in x for x in labels), labels
+    assert page.locator("#rag-question textarea").evaluate("e => [...e.labels].map(l => l.innerText)") \
+        == ["Question"]
+    violations = Axe().run(page).response["violations"]
+    bad = [(v["id"], v["impact"]) for v in violations if v["impact"] in ("serious", "critical")]
+    assert not bad, bad
 
 
 def test_stop_interrupts_a_running_answer(page: Any, fake_app: Any) -> None:

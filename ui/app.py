@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import threading
+import time
+import unicodedata
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,13 +32,19 @@ from rag.settings import Settings  # noqa: E402
 
 from . import render  # noqa: E402
 from .api import citations_payload, create_router  # noqa: E402
-from .service import UPLOAD_SUFFIXES, Service  # noqa: E402
+from .service import UPLOAD_SUFFIXES, Service, Tick, example_questions  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 TITLE = "News QA — cited answers from your articles"
 WAITING = '<span class="rag-wait">Searching the articles…</span>'
-_THEME = gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+N_EXAMPLES = 3
+# Soft with its indigo one step darker where it is text or holds white text: indigo-500 gives 4.46:1 on
+# white and 3.6:1 on indigo-100, below WCAG AA's 4.5:1; indigo-600/700 give 6.3:1 and more.
+_THEME = gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]).set(
+    button_primary_background_fill="*primary_600", button_primary_background_fill_hover="*primary_700",
+    block_label_text_color="*primary_700", block_title_text_color="*primary_700", color_accent="*primary_600",
+    body_text_color_subdued="*neutral_600")
 
 
 class ChatUI:
@@ -52,35 +61,71 @@ class ChatUI:
             return f"Problem: {e}"
         return f"{n} articles indexed. Added articles are kept in `{self.service.uploads_dir}/`."
 
-    def save_markdown(self, answer: Answer) -> str:
+    def count_note(self) -> str:
+        """The header with the article count, read from the index now (not when the server started)."""
+        try:
+            n = len(self.service.assistant().store.articles)
+        except RagError:
+            return f"# {TITLE}\nNo index yet: add an article below."
+        return f"# {TITLE}\n{n} article{'s' * (n != 1)} indexed · every sentence of an answer cites its passage"
+
+    def example_texts(self) -> list[str]:
+        """``N_EXAMPLES`` questions drawn from the indexed articles ("" where there are fewer)."""
+        try:
+            questions = example_questions(self.service.assistant().store.articles, N_EXAMPLES)
+        except RagError:
+            questions = []
+        return questions + [""] * (N_EXAMPLES - len(questions))
+
+    def example_updates(self) -> list[Any]:
+        """The example-question buttons, refreshed (an empty one is hidden)."""
+        return [gr.Button(value=q, visible=bool(q)) for q in self.example_texts()]
+
+    def refresh(self) -> list[Any]:
+        """On page load and after an upload: the live article count, the corpus note and the examples."""
+        return [self.count_note(), self.corpus_note(), *self.example_updates()]
+
+    def reset(self) -> list[Any]:
+        """New conversation (or the chat's trash icon): bubbles, sources, memory and the last answer go."""
+        return [[], [], render.sources_panel([]), "", "", gr.DownloadButton(value=None, interactive=False),
+                gr.Button(interactive=False), gr.Column(visible=True)]
+
+    def save_markdown(self, answer: Answer, articles: Any = None) -> str:
+        """The answer as a Markdown file named after its question."""
         folder = self.downloads / uuid.uuid4().hex[:12]
         folder.mkdir()
-        path = folder / "answer.md"
-        path.write_text(single_markdown(answer), encoding="utf-8")
+        path = folder / f"{slug(answer.question)}.md"
+        path.write_text(single_markdown(answer, articles), encoding="utf-8")
         return str(path)
 
     async def respond(self, question: str, chat: list[dict[str, Any]] | None, turns: list[dict[str, str]],
                       k: float, model: str) -> AsyncIterator[dict[Any, Any]]:
-        """Stream one answer: raw tokens first, then the verified answer and its sources."""
+        """Stream one answer: the stages with elapsed seconds, raw tokens, then the verified answer and
+        its sources."""
         c = self.components
         if not (question or "").strip():
             gr.Warning("The question is empty: type a question about the articles.")
             return
+        t0 = time.monotonic()
         chat = list(chat or [])
         turn = len(turns)
         chat += [{"role": "user", "content": render.escape_chat(question.strip())},
                  {"role": "assistant", "content": WAITING}]
-        yield {c["chat"]: list(chat), c["question"]: "", c["status"]: "Searching the articles…"}
+        stages: list[str] = []
+        yield {c["chat"]: list(chat), c["question"]: "", c["status"]: render.progress(stages, 0.0),
+               c["examples"]: gr.Column(visible=False)}
         history = [t["query"] for t in turns]
         raw = ""
         try:
-            async for event in self.service.astream(question, model=model, k=int(k), history=history):
-                if isinstance(event, Status):
-                    yield {c["status"]: render.escape_chat(event.text)}
+            async for event in self.service.astream(question, model=model, k=int(k), history=history, tick=1.0):
+                if isinstance(event, Status | Tick):
+                    if isinstance(event, Status):
+                        stages.append(event.text)
+                    yield {c["status"]: render.progress(stages, time.monotonic() - t0)}
                 elif isinstance(event, Token):
                     raw += event.text
                     chat[-1] = {"role": "assistant", "content": render.streaming_html(raw)}
-                    yield {c["chat"]: list(chat)}
+                    yield {c["chat"]: list(chat), c["status"]: render.progress(stages, time.monotonic() - t0)}
                 elif isinstance(event, Answer):
                     store = self.service.assistant(model).store
                     chat[-1] = {"role": "assistant", "content": render.answer_html(event, turn)}
@@ -89,8 +134,10 @@ class ChatUI:
                                       "html": render.turn_html(event, turn, store.articles)}]
                     yield {c["chat"]: list(chat), c["turns"]: turns, c["sources"]: render.sources_panel(
                         [t["html"] for t in turns]), c["status"]: _status(event),
-                        c["markdown"]: single_markdown(event),
-                        c["download"]: gr.DownloadButton(value=self.save_markdown(event), interactive=True)}
+                        c["markdown"]: single_markdown(event, store.articles),
+                        c["copy"]: gr.Button(interactive=True),
+                        c["download"]: gr.DownloadButton(value=self.save_markdown(event, store.articles),
+                                                         interactive=True)}
         except RagError as e:
             gr.Warning(str(e))
             yield {c["chat"]: chat[:-2], c["question"]: question,
@@ -140,26 +187,31 @@ class ChatUI:
         s = self.service
         with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
             turns = gr.State([])
-            gr.Markdown(f"### {TITLE}")
+            count = gr.Markdown(self.count_note(), elem_id="rag-count")
             with gr.Row(equal_height=False):
-                with gr.Column(scale=3, min_width=380):
+                with gr.Column(scale=3, min_width=320):
                     # No per-message copy buttons: they would copy the rendered HTML ("Copy answer"
                     # copies the Markdown with its references).
                     chat = gr.Chatbot(label="Conversation", show_label=False, height=460, elem_id="rag-chat",
                                       sanitize_html=True, latex_delimiters=[], buttons=[],
                                       feedback_options=None, layout="bubble",
-                                      placeholder="Ask about the indexed news articles. Every sentence of an "
-                                                  "answer cites the passage it comes from.")
+                                      placeholder="Ask about the indexed news articles, or try a question "
+                                                  "below.")
+                    with gr.Column(visible=True, elem_id="rag-examples") as examples:
+                        gr.Markdown("Try a question about the articles:")
+                        example_buttons = [gr.Button(q, size="sm", visible=bool(q), elem_id=f"rag-example-{i}")
+                                           for i, q in enumerate(self.example_texts())]
                     status = gr.Markdown("", elem_id="rag-status")
                     with gr.Row():
-                        question = gr.Textbox(placeholder="Ask a question, e.g. Which chip powers Huawei's "
-                                                          "Mate 60 series phone?", show_label=False, scale=6,
+                        question = gr.Textbox(label="Question", show_label=False, scale=6, lines=1,
+                                              placeholder="Ask a question about the articles",
                                               autofocus=True, elem_id="rag-question")
                         ask = gr.Button("Ask", variant="primary", scale=1, min_width=70, elem_id="rag-ask")
-                        stop = gr.Button("Stop", variant="stop", scale=1, min_width=70, elem_id="rag-stop")
+                        # Secondary: it must not look like the thing to press (it is a no-op when idle).
+                        stop = gr.Button("Stop", variant="secondary", scale=1, min_width=70, elem_id="rag-stop")
                     with gr.Row():
                         new = gr.Button("New conversation", size="sm", elem_id="rag-new")
-                        copy = gr.Button("Copy answer", size="sm", elem_id="rag-copy")
+                        copy = gr.Button("Copy answer", size="sm", interactive=False, elem_id="rag-copy")
                         download = gr.DownloadButton("Download answer (.md)", size="sm", interactive=False,
                                                      elem_id="rag-download")
                 with gr.Column(scale=2, min_width=320):
@@ -172,36 +224,42 @@ class ChatUI:
                         model = gr.Dropdown(s.models(), value=s.default_model, label="Model",
                                             elem_id="rag-model")
                     with gr.Accordion("Last answer as Markdown", open=False):
-                        markdown = gr.Textbox(show_label=False, lines=3, max_lines=10, interactive=False,
-                                              buttons=["copy"], elem_id="rag-markdown")
+                        markdown = gr.Textbox(label="Last answer as Markdown", show_label=False, lines=3,
+                                              max_lines=10, interactive=False, buttons=["copy"],
+                                              elem_id="rag-markdown")
                 with gr.Column(scale=2), gr.Accordion("Add an article", open=True):
                     upload = gr.File(label=f"Upload {', '.join(UPLOAD_SUFFIXES)} (UTF-8 text)",
                                      type="filepath", height=120, elem_id="rag-upload")
                     upload_status = gr.Markdown("", elem_id="rag-upload-status")
                     corpus = gr.Markdown(self.corpus_note(), elem_id="rag-corpus")
             self.components = {"chat": chat, "question": question, "status": status, "turns": turns,
-                               "sources": sources, "markdown": markdown, "download": download}
+                               "sources": sources, "markdown": markdown, "download": download, "copy": copy,
+                               "examples": examples}
 
             inputs = [question, chat, turns, k, model]
-            outputs = [chat, question, status, turns, sources, markdown, download]
+            outputs = [chat, question, status, turns, sources, markdown, download, copy, examples]
             # One LLM-bound event at a time across tabs and the /ask endpoint; the rest wait in the queue.
-            submitted = question.submit(self.respond, inputs, outputs, api_visibility="private",
-                                        show_progress="minimal", concurrency_limit=1, concurrency_id="llm")
-            clicked = ask.click(self.respond, inputs, outputs, api_visibility="private",
-                                show_progress="minimal", concurrency_limit=1, concurrency_id="llm")
-            stop.click(None, None, None, cancels=[submitted, clicked], api_visibility="private")
-            for event in (submitted, clicked):
+            answering: dict[str, Any] = dict(api_visibility="private", show_progress="hidden",
+                                             concurrency_limit=1, concurrency_id="llm")
+            runs: list[Any] = [question.submit(self.respond, inputs, outputs, **answering),
+                               ask.click(self.respond, inputs, outputs, **answering)]
+            for button in example_buttons:  # an example fills the question box, then is asked
+                runs.append(button.click(lambda q: q, [button], [question], queue=False, api_visibility="private")
+                            .then(self.respond, inputs, outputs, **answering))
+            stop.click(None, None, None, cancels=runs, api_visibility="private")
+            for event in runs:
                 event.then(self.stopped, [chat], [chat, status], queue=False, api_visibility="private")
-            new.click(lambda: ([], [], render.sources_panel([]), "", "",
-                               gr.DownloadButton(value=None, interactive=False)),
-                      None, [chat, turns, sources, status, markdown, download], queue=False,
-                      cancels=[submitted, clicked], api_visibility="private")
-            copy.click(None, [markdown], None, api_visibility="private",
-                       js="(md) => { if (md) navigator.clipboard.writeText(md); return []; }")
+            reset_outputs = [chat, turns, sources, status, markdown, download, copy, examples]
+            new.click(self.reset, None, reset_outputs, queue=False, cancels=runs, api_visibility="private")
+            chat.clear(self.reset, None, reset_outputs, queue=False, cancels=runs, api_visibility="private")
+            copy.click(None, [markdown], None, api_visibility="private", js=COPY_JS)
             model.change(lambda m: f"Model **{m}** answers the next questions (loaded on first use).",
                          [model], [status], queue=False, api_visibility="private")
+            refreshed = [count, corpus, *example_buttons]
             upload.upload(self.add_article, [upload], [upload, upload_status, corpus], concurrency_limit=1,
-                          concurrency_id="index", api_visibility="private")
+                          concurrency_id="index", api_visibility="private").then(
+                self.refresh, None, refreshed, queue=False, show_progress="hidden", api_visibility="private")
+            demo.load(self.refresh, None, refreshed, queue=False, show_progress="hidden", api_visibility="private")
             gr.api(self.ask, api_name="ask", concurrency_limit=1, concurrency_id="llm")
         demo.queue(default_concurrency_limit=1)
         return demo
@@ -212,6 +270,29 @@ def upload_dirs() -> list[Path]:
     from gradio.utils import get_upload_folder
 
     return [Path(get_upload_folder())]
+
+
+# Copy the last answer's Markdown and say so on the button for a moment.
+COPY_JS = """(md) => {
+  const b = document.querySelector('#rag-copy');
+  if (!md || !b) return [];
+  navigator.clipboard.writeText(md).then(() => {
+    b.textContent = 'Copied';
+    setTimeout(() => { b.textContent = 'Copy answer'; }, 1500);
+  });
+  return [];
+}"""
+
+
+def slug(text: str, limit: int = 60) -> str:
+    """A safe file name stem from a question: ASCII letters, digits and hyphens ("answer" if none).
+
+    >>> slug("Which chip powers Huawei's Mate 60? <img src=x>")
+    'which-chip-powers-huawei-s-mate-60-img-src-x'
+    """
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+    stem = re.sub(r"[^a-z0-9]+", "-", ascii_text).strip("-")[:limit].rstrip("-")
+    return stem or "answer"
 
 
 def _message_text(content: Any) -> str:

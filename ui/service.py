@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
+import re
 import shutil
 import threading
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections import Counter
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +43,11 @@ def check_uploaded(src: Path, upload_dirs: Sequence[Path], name: str) -> None:
             return
     log.warning("refused an upload event naming %s, outside the upload folder", src)
     raise InputError(f"{name}: not a file uploaded by this browser; upload the file itself")
+
+
+@dataclass(frozen=True)
+class Tick:
+    """No event for a while: the UI updates its elapsed seconds."""
 
 
 @dataclass(frozen=True)
@@ -87,9 +95,10 @@ class Service:
 
     # -- answering ----------------------------------------------------------------------------------------
     async def astream(self, question: str, *, model: str | None = None, k: int | None = None,
-                      history: list[str] | None = None, stop: threading.Event | None = None
-                      ) -> AsyncGenerator[Event, None]:
-        """``Assistant.stream`` run in its own thread; closing this iterator (or ``stop``) stops it."""
+                      history: list[str] | None = None, stop: threading.Event | None = None,
+                      tick: float | None = None) -> AsyncGenerator[Event | Tick, None]:
+        """``Assistant.stream`` run in its own thread; closing this iterator (or ``stop``) stops it.
+        With ``tick``, a ``Tick`` comes whenever no event came for ``tick`` seconds."""
         assistant = self.assistant(model)
         stop = stop or threading.Event()
         loop = asyncio.get_running_loop()
@@ -112,7 +121,14 @@ class Service:
 
         threading.Thread(target=work, name="rag-answer", daemon=True).start()
         try:
-            while (item := await queue.get()) is not _END:
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), tick) if tick else await queue.get()
+                except TimeoutError:
+                    yield Tick()
+                    continue
+                if item is _END:
+                    break
                 if isinstance(item, BaseException):
                     raise item
                 yield item  # type: ignore[misc]
@@ -180,3 +196,50 @@ class Service:
         if existing is not None and Path(existing.path).resolve().parent != self.uploads_dir.resolve():
             raise InputError(f"{name}: an article of the corpus already has this name; rename the file")
         return article
+
+
+# -- example questions ------------------------------------------------------------------------------------
+# A name in an article: capitalised words or model numbers, two to five in a row ("Kirin 9000S").
+_NAME = re.compile(r"\b(?:[A-Z][\w’'-]*|\d+[A-Z]\w*)(?:[ -](?:[A-Z][\w’'-]*|\d[\w.]*)){1,4}")
+_NOT_NAMES = frozenset("the a an in on at for of and but this that these those it its he she they we i as "
+                       "by with from to if when while after before however meanwhile".split())
+
+
+def key_names(articles: Mapping[str, Article], per_article: int = 1) -> list[tuple[str, str]]:
+    """The most telling name of each article, (article name, name): names in its kept text (not page
+    chrome) that recur in it, that few other articles hold, best those in its title. Uploaded articles
+    come first."""
+    found: dict[str, Counter[str]] = {}
+    with_the: Counter[str] = Counter()  # "the United States", "the World AI Conference"
+    for name, a in articles.items():
+        text = "\n".join(a.text[b.start:b.end] for b in a.blocks) if a.blocks else a.text
+        counts: Counter[str] = Counter()
+        for m in _NAME.finditer(text):
+            words = m.group(0).removesuffix("’s").removesuffix("'s").split()
+            while words and words[0].lower() in _NOT_NAMES:
+                words = words[1:]
+            credit = any(len(w) > 3 and w.isalpha() and w.isupper() for w in words)  # "KEVIN FRAYER/GETTY"
+            if len(words) >= 2 and words[-1].lower() not in _NOT_NAMES and not credit:
+                key = " ".join(words).strip("’'-")
+                counts[key] += 1
+                if text[max(0, m.start() - 4):m.start()].lower() == "the " or m.group(0).startswith("The "):
+                    with_the[key] += 1
+        found[name] = counts
+    df = Counter(n for counts in found.values() for n in counts)
+    total = len(found)
+    order = sorted(articles, key=lambda n: ("/uploads/" not in articles[n].path.replace("\\", "/"), n))
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for name in order:
+        title = articles[name].title.lower()
+        scored = sorted(((c * math.log(1 + total / df[n]) * (3 if n.lower() in title else 1), n)
+                         for n, c in found[name].items() if n.lower() not in seen), reverse=True)
+        for _, n in scored[:per_article]:
+            seen.add(n.lower())
+            out.append((name, f"the {n}" if 2 * with_the[n] > sum(c[n] for c in found.values()) else n))
+    return out
+
+
+def example_questions(articles: Mapping[str, Article], n: int = 3) -> list[str]:
+    """A few questions about what the indexed articles hold, built from their key names."""
+    return [f"What do the articles say about {name}?" for _, name in key_names(articles)[:n]]
