@@ -25,10 +25,13 @@ def common(f: Callable[..., Any]) -> Callable[..., Any]:
                   help="Index folder (default: index/); several corpora can live side by side.")
     @click.option("--config", type=click.Path(path_type=Path), default=None,
                   help="A TOML settings file (default: rag.toml if present).")
+    @click.option("--store", default=None, metavar="folder|milvus:URI",
+                  help="Where the index lives: folder (default, in --index-dir) or milvus:URI (a Milvus Lite "
+                       "file milvus:archive/news.db, or a server milvus:http://HOST:19530).")
     @functools.wraps(f)
-    def wrapper(*args: Any, index_dir: Path | None, config: Path | None, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, index_dir: Path | None, config: Path | None, store: str | None, **kwargs: Any) -> Any:
         try:
-            settings = Settings.load(config, index_dir=index_dir)
+            settings = Settings.load(config, index_dir=index_dir, store=store)
             return f(settings, *args, **kwargs)
         except RagError as e:
             raise click.ClickException(str(e)) from None
