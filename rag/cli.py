@@ -283,15 +283,16 @@ def eval_(settings: Settings, gold: Path, out: Path | None, limit: int | None, m
               show_default=True)
 @click.option("--quick", is_flag=True, help="Smaller sizes and fewer runs (a smoke test).")
 @click.option("--only", "only", multiple=True, type=click.Choice(["ingest", "retrieval", "answer", "cold_start",
-              "memory"]), help="Run only these sections, updating them in an existing bench.json (repeatable).")
+              "memory", "store"]), help="Run only these sections, updating them in an existing bench.json (repeatable).")
 @common
 def bench(settings: Settings, out: Path, quick: bool, only: tuple[str, ...]) -> None:
-    """Measure speed: ingestion, retrieval scaling, time to first token, cold start, memory.
+    """Measure speed: ingestion, retrieval scaling, time to first token, cold start, memory, stores.
 
     \b
     Example:
       rag bench --out bench/
       rag bench --only answer     # re-measure time to first token only
+      rag bench --only store      # folder vs Milvus Lite at 10k, 100k, 1M chunks
     """
     from . import bench as bench_mod
 

@@ -134,6 +134,18 @@ def connect(uri: str) -> Any:
     return client
 
 
+def disconnect(uri: str) -> None:
+    """Close this process's client for ``uri``; for Milvus Lite, also stop its in-process engine, which
+    frees the file for another process (``rag index`` from a test, a bench step)."""
+    client = _clients.pop(uri, None)
+    if client is not None:
+        client.close()
+    if is_lite(uri):
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(str(Path(uri).expanduser()))
+
+
 def _live(client: Any, name: str) -> str | None:
     if name not in client.list_aliases().get("aliases", []):
         return None
