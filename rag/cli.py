@@ -283,7 +283,8 @@ def eval_(settings: Settings, gold: Path, out: Path | None, limit: int | None, m
               show_default=True)
 @click.option("--quick", is_flag=True, help="Smaller sizes and fewer runs (a smoke test).")
 @click.option("--only", "only", multiple=True, type=click.Choice(["ingest", "retrieval", "answer", "cold_start",
-              "memory", "store"]), help="Run only these sections, updating them in an existing bench.json (repeatable).")
+              "memory", "store"]),
+              help="Run only these sections, updating them in an existing bench.json (repeatable).")
 @common
 def bench(settings: Settings, out: Path, quick: bool, only: tuple[str, ...]) -> None:
     """Measure speed: ingestion, retrieval scaling, time to first token, cold start, memory, stores.

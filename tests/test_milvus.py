@@ -254,3 +254,20 @@ def test_rag_ask_json_cites_the_same_spans_on_both_stores(real_embedder, tmp_pat
             assert second.store.texts[c["article"]][c["start"]:c["end"]] == c["quote"]
     finally:
         disconnect(str(tmp_path / "news.db"))
+
+
+def test_upload_from_the_ui_service_lands_in_milvus(milvus: Settings, fake_embedder: HashEmbedder,
+                                                    tmp_path: Path) -> None:
+    from ui.service import Service
+
+    build_index([SEEDS], milvus.replace(corpus=SEEDS), fake_embedder)
+    service = Service(Assistant(milvus, embedder=fake_embedder, llm=FakeLLM()))
+    before = service.assistant().store.version
+    upload = tmp_path / "lanterns.txt"
+    upload.write_text(NEW_ARTICLE, encoding="utf-8")
+    added = service.add_article(upload)
+    assert added.report.added == ["lanterns.txt"] and "6 articles" in added.message()
+    store = service.assistant().store
+    assert store.version != before and "lanterns.txt" in store.articles
+    top = service.assistant().retriever.search("lantern festival Harbin visitors", 1)[0]
+    assert top.article == "lanterns.txt" and store.texts["lanterns.txt"][top.chunk.start:top.chunk.end] == top.chunk.text

@@ -96,4 +96,4 @@ def as_store(store: Any) -> Store:
         from .folder import FolderStore
 
         return FolderStore(store)
-    return store  # type: ignore[no-any-return]
+    return store
