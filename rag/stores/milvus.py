@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -109,10 +110,23 @@ def is_lite(uri: str) -> bool:
     return not re.match(r"^[a-z]+://", uri)
 
 
+def _not_implemented(record: logging.LogRecord) -> bool:
+    """False for the logs of Milvus Lite's missing AllocTimestamp (server side and client side)."""
+    msg = record.getMessage()
+    return "Method not implemented" not in msg and "failed to get mvccTs" not in msg
+
+
 def connect(uri: str) -> Any:
     """One ``MilvusClient`` per URI per process (Milvus Lite locks its folder to one process)."""
     if uri in _clients:
         return _clients[uri]
+    if is_lite(uri):
+        # Milvus Lite's in-process gRPC server lacks AllocTimestamp, which pymilvus asks for and then does
+        # without; the server would log each refusal with a traceback. Its C core also logs the client's
+        # keepalive pings it throttles; GRPC_VERBOSITY (if unset, read at import) keeps those quiet.
+        logging.getLogger("grpc._server").addFilter(_not_implemented)
+        logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_not_implemented)
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     try:
         from pymilvus import MilvusClient
     except ImportError as e:
@@ -171,15 +185,7 @@ def lit(value: str) -> str:
 
 def _iter_rows(client: Any, collection: str, filter: str, fields: list[str]) -> Iterator[dict[str, Any]]:
     """All rows matching ``filter``, a page at a time (query_iterator: no 16,384-row window)."""
-    # Milvus Lite lacks AllocTimestamp, which the iterator asks for first and then does without; the
-    # in-process gRPC server would log that refusal as an error on every call.
-    grpc_log = logging.getLogger("grpc._server")
-    level = grpc_log.level
-    grpc_log.setLevel(logging.CRITICAL)
-    try:
-        it = client.query_iterator(collection, filter=filter, output_fields=fields, batch_size=BATCH)
-    finally:
-        grpc_log.setLevel(level)
+    it = client.query_iterator(collection, filter=filter, output_fields=fields, batch_size=BATCH)
     try:
         while rows := it.next():
             yield from rows
