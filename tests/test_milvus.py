@@ -271,3 +271,23 @@ def test_upload_from_the_ui_service_lands_in_milvus(milvus: Settings, fake_embed
     assert store.version != before and "lanterns.txt" in store.articles
     top = service.assistant().retriever.search("lantern festival Harbin visitors", 1)[0]
     assert top.article == "lanterns.txt" and store.texts["lanterns.txt"][top.chunk.start:top.chunk.end] == top.chunk.text
+
+
+def test_store_comes_from_flag_env_or_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from rag.cli import main
+    from rag.errors import InputError
+    from rag.stores import store_kind
+
+    config = tmp_path / "rag.toml"
+    config.write_text('store = "milvus:archive/news.db"\n', encoding="utf-8")
+    assert store_kind(Settings.load(config)) == ("milvus", "archive/news.db")
+    monkeypatch.setenv("RAG_STORE", "milvus:http://127.0.0.1:19530")
+    assert store_kind(Settings.load(config)) == ("milvus", "http://127.0.0.1:19530")
+    assert store_kind(Settings.load(config, store="folder")) == ("folder", "")
+    for bad in ("milvus:", "qdrant:x", "milvus"):
+        with pytest.raises(InputError, match="use 'folder' or 'milvus:URI'"):
+            store_kind(Settings().replace(store=bad))
+    result = CliRunner().invoke(main, ["search", "chip", "--store", "elastic:x", "--config", str(config)])
+    assert result.exit_code == 1 and "unknown store 'elastic:x'" in result.output
