@@ -54,6 +54,7 @@ def bench_store(ctx: Any) -> dict[str, Any]:
                 built = _run(["build", *common])
                 asked = _run(["query", *common])
                 rows.append({"store": store, "chunks": n, **built, **asked})
+                ctx.echo(f"  {json.dumps(rows[-1])}")  # a long run shows (and keeps in its log) each cell
             except RagError as e:
                 rows.append({"store": store, "chunks": n, "error": str(e)})
                 ctx.echo(f"  store {store} at {n:,}: {e}")
