@@ -291,3 +291,25 @@ def test_store_comes_from_flag_env_or_config(tmp_path: Path, monkeypatch: pytest
             store_kind(Settings().replace(store=bad))
     result = CliRunner().invoke(main, ["search", "chip", "--store", "elastic:x", "--config", str(config)])
     assert result.exit_code == 1 and "unknown store 'elastic:x'" in result.output
+
+
+def test_bench_store_cells_run_on_both_stores(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from rag.bench_store import main, store_markdown, synthetic_store_data
+    from rag.stores.milvus import disconnect
+
+    articles, chunks, vectors = synthetic_store_data(200)
+    assert len(chunks) == len(vectors) == 200 and len(articles) == 20
+    assert all(articles[c.article].text[c.start:c.end] == c.text for c in chunks)
+    rows = []
+    for spec in ("folder", f"milvus:{tmp_path / 'b.db'}"):
+        args = ["--store", spec, "--index-dir", str(tmp_path / spec[:6] / "index"), "--n", "200", "--queries", "5"]
+        main(["build", *args])
+        main(["query", *args])
+        built, asked = (json.loads(line) for line in capsys.readouterr().out.strip().splitlines()[-2:])
+        rows.append({"store": spec[:6], "chunks": 200, **built, **asked})
+        assert {"build_s", "open_s", "dense_p95_ms", "lexical_p50_ms", "hybrid_p95_ms", "rss_mb"} <= set(rows[-1])
+    disconnect(str(tmp_path / "b.db"))
+    table = store_markdown({"rows": rows, "queries": 5, "candidates": 30, "k": 4, "not_run": []})
+    assert sum(line.startswith(("| folder | 200 |", "| milvus | 200 |")) for line in table) == 2
