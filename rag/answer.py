@@ -24,6 +24,7 @@ from .records import Answer, Citation, SentenceCheck
 from .retrieve import Retriever, check_question, question_parts, terms
 from .settings import Settings
 from .store import IndexStore
+from .stores import Store, as_store, open_store
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,10 @@ def trim_turns(turns: list[followup.Turn], question: str, budget_chars: int) -> 
 class Assistant:
     """Loads the index, embedder and LLM once; answers many questions (thread-safe, calls serialised)."""
 
-    def __init__(self, settings: Settings | None = None, *, store: IndexStore | None = None,
+    def __init__(self, settings: Settings | None = None, *, store: Store | IndexStore | None = None,
                  embedder: Any = None, llm: LLM | None = None, model: str | None = None) -> None:
         self.settings = settings or Settings()
-        self._store = store
+        self._store = as_store(store) if store is not None else None
         self._embedder = embedder
         self._llm = llm
         self._model = model
@@ -97,9 +98,9 @@ class Assistant:
 
     # -- lazily loaded parts -------------------------------------------------------------------------
     @property
-    def store(self) -> IndexStore:
+    def store(self) -> Store:
         if self._store is None:
-            self._store = IndexStore.load(self.settings.index_dir, self.settings)
+            self._store = open_store(self.settings)
         return self._store
 
     @property
@@ -125,7 +126,7 @@ class Assistant:
     def reload(self) -> None:
         """Pick up a new index version (after articles were added)."""
         with self._lock:
-            self._store = IndexStore.load(self.settings.index_dir, self.settings)
+            self._store = open_store(self.settings)
             self._retriever = None
             self._cache.clear()
 

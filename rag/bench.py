@@ -98,7 +98,7 @@ def cli(settings: Settings, out: Path, quick: bool = False, echo: Echo = print,
     ctx = _Context(settings, plan, work, echo)
     sections: list[tuple[str, Callable[[_Context], dict[str, Any]]]] = [
         ("ingest", bench_ingest), ("retrieval", bench_retrieval), ("answer", bench_answer),
-        ("cold_start", bench_cold_start), ("memory", bench_memory),
+        ("cold_start", bench_cold_start), ("memory", bench_memory), ("store", _bench_store),
     ]
     try:
         for name, fn in sections:
@@ -764,7 +764,16 @@ def render_markdown(results: dict[str, Any]) -> str:
     if "peak_rss_mb" in mem:
         lines += ["## Memory", "", f"Peak RSS with children ({mem['mode']}, {mem['questions']} questions): "
                   f"**{mem['peak_rss_mb']} MB** (ready: {mem['ready_rss_mb']} MB).", ""]
+    from .bench_store import store_markdown
+
+    lines += store_markdown(results.get("store", {}))
     return "\n".join(lines)
+
+
+def _bench_store(ctx: _Context) -> dict[str, Any]:
+    from .bench_store import bench_store  # the folder and Milvus stores at 10k-1M chunks
+
+    return bench_store(ctx)
 
 
 def _meta(settings: Settings, plan: Plan) -> dict[str, Any]:

@@ -25,10 +25,13 @@ def common(f: Callable[..., Any]) -> Callable[..., Any]:
                   help="Index folder (default: index/); several corpora can live side by side.")
     @click.option("--config", type=click.Path(path_type=Path), default=None,
                   help="A TOML settings file (default: rag.toml if present).")
+    @click.option("--store", default=None, metavar="folder|milvus:URI",
+                  help="Where the index lives: folder (default, in --index-dir) or milvus:URI (a Milvus Lite "
+                       "file milvus:archive/news.db, or a server milvus:http://HOST:19530).")
     @functools.wraps(f)
-    def wrapper(*args: Any, index_dir: Path | None, config: Path | None, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, index_dir: Path | None, config: Path | None, store: str | None, **kwargs: Any) -> Any:
         try:
-            settings = Settings.load(config, index_dir=index_dir)
+            settings = Settings.load(config, index_dir=index_dir, store=store)
             return f(settings, *args, **kwargs)
         except RagError as e:
             raise click.ClickException(str(e)) from None
@@ -302,15 +305,17 @@ def eval_(settings: Settings, gold: Path, out: Path | None, limit: int | None, m
               show_default=True)
 @click.option("--quick", is_flag=True, help="Smaller sizes and fewer runs (a smoke test).")
 @click.option("--only", "only", multiple=True, type=click.Choice(["ingest", "retrieval", "answer", "cold_start",
-              "memory"]), help="Run only these sections, updating them in an existing bench.json (repeatable).")
+              "memory", "store"]),
+              help="Run only these sections, updating them in an existing bench.json (repeatable).")
 @common
 def bench(settings: Settings, out: Path, quick: bool, only: tuple[str, ...]) -> None:
-    """Measure speed: ingestion, retrieval scaling, time to first token, cold start, memory.
+    """Measure speed: ingestion, retrieval scaling, time to first token, cold start, memory, stores.
 
     \b
     Example:
       rag bench --out bench/
       rag bench --only answer     # re-measure time to first token only
+      rag bench --only store      # folder vs Milvus Lite at 10k, 100k, 1M chunks
     """
     from . import bench as bench_mod
 

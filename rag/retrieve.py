@@ -6,10 +6,8 @@ where BM25 alone fails; RRF (score = sum of 1 / (rrf_k + rank)) needs no score c
 
 from __future__ import annotations
 
-import logging
 import math
 import re
-from collections import Counter
 from dataclasses import replace
 from typing import Any
 
@@ -20,6 +18,7 @@ from .records import Passage
 from .roles import RANKED_DOWN, Role
 from .settings import Settings
 from .store import IndexStore
+from .stores import Store, as_store
 
 _TOKEN = re.compile(r"\d+(?:[.,]\d+)*[^\W\d_]*|[^\W\d_]+(?:[-'’][^\W\d_]+)*\d*[a-z]*|\w+", re.UNICODE)
 STOPWORDS = frozenset(
@@ -46,47 +45,34 @@ def terms(text: str) -> list[str]:
 
 
 class Retriever:
-    """Retrieves passages from a loaded index; BM25 is built in memory at load (milliseconds per 1k chunks)."""
+    """Retrieves passages from a loaded index: the store ranks (dense, BM25), the weighted RRF here fuses."""
 
-    def __init__(self, store: IndexStore, embedder: Any, settings: Settings | None = None) -> None:
-        import bm25s
-
-        logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets itself to DEBUG on import
-        self.store = store
+    def __init__(self, store: Store | IndexStore, embedder: Any, settings: Settings | None = None) -> None:
+        self.store = as_store(store)
         self.embedder = embedder
         self.settings = settings or Settings()
-        self.bm25 = bm25s.BM25()
-        # Title and source go into each chunk's terms: questions name them ("the China Daily piece").
-        sources = {n: f"{a.title} {a.source or ''}" for n, a in store.articles.items()}
-        corpus = [terms(f"{sources.get(c.article, c.title)} {c.text}") or ["∅"] for c in store.chunks]
-        if corpus:
-            self.bm25.index(corpus, show_progress=False)
         # Non-body chunks are many and short (41 of 92 on the seeds) and crowd a fixed candidate pool:
         # with 30 candidates per retriever, holdout recall@5 fell from 0.955 to 0.864 once they were
         # indexed (measured with the role weight alone). So the pool grows with their share, to hold
         # about ``candidates`` body passages.
-        body = sum(c.role is Role.BODY for c in store.chunks)
-        self._pool_scale = len(store.chunks) / body if body else 1.0
-        df = Counter(t for doc in corpus for t in set(doc))
-        n = len(corpus)
-        self._idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
+        chunks = self.store.chunks
+        body = sum(c.role is Role.BODY for c in chunks)
+        self._pool_scale = len(chunks) / body if body else 1.0
 
     def idf(self, term: str) -> float:
         """BM25 inverse document frequency of a stemmed term: rare words weigh more, and a word no
         chunk contains weighs nothing (it cannot tell passages apart)."""
-        return self._idf.get(term, 0.0)
+        return self.store.idf(term)
 
-    def dense(self, query: str, n: int) -> list[tuple[int, float]]:
+    def dense(self, query: str, n: int) -> list[tuple[str, float]]:
         vec = self.embedder.embed_cached([query])[0]
-        return self.store.search(vec, n)
+        return self.store.dense(vec, n)
 
-    def lexical(self, query: str, n: int) -> list[tuple[int, float]]:
+    def lexical(self, query: str, n: int) -> list[tuple[str, float]]:
         tokens = terms(query)
-        if not tokens or not self.store.chunks:
+        if not tokens:
             return []
-        n = min(n, len(self.store.chunks))
-        ids, scores = self.bm25.retrieve([tokens], k=n, show_progress=False, n_threads=1)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if s > 0]
+        return self.store.lexical(tokens, n)
 
     def search_parts(self, question: str, k: int | None = None, per_part: int = 2) -> list[Passage]:
         """``search``, plus the top ``per_part`` passages of each part of a compound question, ranked
@@ -115,7 +101,7 @@ class Retriever:
         lexical = self.lexical(query, n) if mode in ("hybrid", "lexical") else []
         if mode not in ("hybrid", "dense", "lexical"):
             raise InputError(f"unknown retrieval mode {mode!r}; use hybrid, dense or lexical")
-        fused: dict[int, float] = {}
+        fused: dict[str, float] = {}
         d_rank = {i: r for r, (i, _) in enumerate(dense, 1)}
         l_rank = {i: r for r, (i, _) in enumerate(lexical, 1)}
         # Roles steer ranking, not existence: in each ranking, article text is ranked among article text
@@ -123,19 +109,21 @@ class Retriever:
         # score of a ranked-down role is multiplied by role_weight, so article text that matches as well
         # comes first.
         down = self.settings.role_weight
+        ids = list(dict.fromkeys([i for i, _ in dense] + [i for i, _ in lexical]))
+        by_id = dict(zip(ids, self.store.fetch(ids), strict=True))
         for ranking, weight in ((dense, self.settings.dense_weight), (lexical, 1.0)):
             own = 0
             for r, (i, _) in enumerate(ranking, 1):
-                if self.store.chunks[i].role not in RANKED_DOWN:
+                if by_id[i].role not in RANKED_DOWN:
                     own += 1
                     r = own
                 fused[i] = fused.get(i, 0.0) + weight / (self.settings.rrf_k + r)
         for i in fused:
-            if self.store.chunks[i].role in RANKED_DOWN:
+            if by_id[i].role in RANKED_DOWN:
                 fused[i] *= down
         order = sorted(fused, key=lambda i: (-fused[i], d_rank.get(i, 1e9)))[:k]
-        return [Passage(rank=r, chunk=self.store.chunks[i], score=fused[i], dense_rank=d_rank.get(i),
-                        lexical_rank=l_rank.get(i)) for r, i in enumerate(order, 1)]
+        return [Passage(rank=r, chunk=by_id[i], score=fused[i], dense_rank=d_rank.get(i), lexical_rank=l_rank.get(i))
+                for r, i in enumerate(order, 1)]
 
 
 _PART = re.compile(r"(?:,?\s+and\s+|;\s*|\?\s+)(?=(?:which|what|who|whom|whose|how|when|where|why|in which|"

@@ -34,6 +34,9 @@ class Settings:
     chunk_size: int = 700  # characters; ~150 tokens, so 4 chunks fit a small model's budget
     chunk_overlap: int = 100
     index_type: str = "auto"  # auto | flat | hnsw | ivf (auto: flat below store.APPROX_MIN_VECTORS)
+    # Where the index lives: "folder" (FAISS + bm25s + JSON Lines in index_dir, the default) or
+    # "milvus:URI" (a Milvus Lite file "milvus:archive/news.db", or a server "milvus:http://host:19530").
+    store: str = "folder"
     max_file_bytes: int = 5_000_000
     # retrieval
     k: int = 4  # passages retrieved (chunks)

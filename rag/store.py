@@ -224,6 +224,13 @@ def build_index(paths: Iterable[Path], settings: Settings, embedder: Any = None,
     ``keep_existing`` adds to the index (articles not under ``paths`` stay); otherwise the index holds
     exactly the given articles and others are dropped. Bad files are skipped with a reason.
     """
+    from .stores import store_kind
+
+    if store_kind(settings)[0] == "milvus":  # the same contract, in a Milvus collection
+        from .stores.milvus import build_index as build_milvus_index
+
+        return build_milvus_index(paths, settings, embedder, rebuild=rebuild, keep_existing=keep_existing,
+                                  progress=progress)
     t0 = time.perf_counter()
     index_dir = settings.index_dir
     say = progress or (lambda msg: None)
