@@ -10,6 +10,7 @@ import logging
 import math
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -47,12 +48,15 @@ def terms(text: str) -> list[str]:
 class Retriever:
     """Retrieves passages from a loaded index; BM25 is built in memory at load (milliseconds per 1k chunks)."""
 
-    def __init__(self, store: IndexStore, embedder: Any, settings: Settings | None = None) -> None:
+    def __init__(self, store: IndexStore, embedder: Any, settings: Settings | None = None, *,
+                 load_embedder: Callable[[], Any] | None = None) -> None:
+        """``embedder`` may be None with ``load_embedder`` given: lexical search then never loads it."""
         import bm25s
 
         logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets itself to DEBUG on import
         self.store = store
-        self.embedder = embedder
+        self._embedder = embedder
+        self._load_embedder = load_embedder
         self.settings = settings or Settings()
         self.bm25 = bm25s.BM25()
         # Title and source go into each chunk's terms: questions name them ("the China Daily piece").
@@ -63,6 +67,12 @@ class Retriever:
         df = Counter(t for doc in corpus for t in set(doc))
         n = len(corpus)
         self._idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
+
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None and self._load_embedder is not None:
+            self._embedder = self._load_embedder()
+        return self._embedder
 
     def idf(self, term: str) -> float:
         """BM25 inverse document frequency of a stemmed term: rare words weigh more, and a word no
