@@ -96,7 +96,7 @@ def test_prefix_state_is_saved_once_reused_and_keyed_by_prompt_and_model(tmp_pat
     from rag.prompt import build_messages
 
     small, big = (str(model_path(m)) for m in ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"))
-    s = Settings(cache_dir=tmp_path, model=small)
+    s = Settings(cache_dir=tmp_path, model=big)
     probes = Settings().cache_dir / "probes"  # the child-process check, already passed in setup
     if probes.is_dir():
         shutil.copytree(probes, tmp_path / "probes")
@@ -132,6 +132,7 @@ def test_prefix_state_is_saved_once_reused_and_keyed_by_prompt_and_model(tmp_pat
     assert third.prefix_state == "saved"
     assert _answer(third, fixed) == saved_answer
 
-    # another model file is another key
-    other = LlamaCppLLM(s.replace(model=big))
-    assert other.prefix_key(prefix) != third.prefix_key(prefix)
+    # another model file is another key (the key reads the file's path, size and mtime)
+    before = third.prefix_key(prefix)
+    third.path = Path(small)
+    assert third.prefix_key(prefix) != before
