@@ -114,7 +114,9 @@ class Assistant:
     @property
     def retriever(self) -> Retriever:
         if self._retriever is None:
-            self._retriever = Retriever(self.store, self.embedder, self.settings)
+            # The embedder loads on the first dense search: `rag search --mode lexical` never needs it.
+            self._retriever = Retriever(self.store, self._embedder, self.settings,
+                                        load_embedder=lambda: self.embedder)
         return self._retriever
 
     @property
@@ -349,8 +351,14 @@ def unanswered_parts(question: str, answer: str, citations: Sequence[Citation]) 
 
 
 def _warm(llm: LLM) -> None:
-    """Evaluate the prompt prefix every question shares; llama.cpp reuses it for the next prompt."""
-    for _ in llm.stream_chat(build_messages("warm up", []), max_tokens=1):
+    """Evaluate the prompt prefix every question shares; llama.cpp reuses it for the next prompt. A local
+    model restores it from a state file saved by an earlier process (``LlamaCppLLM.warm``)."""
+    messages = build_messages("warm up", [])
+    warm = getattr(llm, "warm", None)
+    if warm is not None:
+        warm(messages)
+        return
+    for _ in llm.stream_chat(messages, max_tokens=1):
         pass
 
 

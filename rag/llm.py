@@ -151,6 +151,37 @@ class LlamaCppLLM:
                              "./run.sh to reassemble it, or pass another --model") from e
         self.lock = threading.Lock()
         self.last_prompt_tokens = 0
+        self.prefix_state: str = ""  # "loaded" or "saved" after warm(): where the prefix came from
+
+    def warm(self, messages: list[Message]) -> None:
+        """Put the key/value cache of ``messages`` (the fixed prompt prefix) in place: from a state file
+        saved by an earlier process when one matches, else by evaluating it once and saving that file.
+
+        The file holds the prompt tokens and llama.cpp's sequence state after them (~14 MB for the
+        1.5B model and ~470 tokens); the next prompt reuses the longest common token prefix as it does
+        after a live warm-up, so the answer is the same. It is keyed by everything that shapes those
+        bits (:func:`prefix_key`); any mismatch or unreadable file means evaluating again.
+        """
+        path = self.settings.cache_dir / "prefix" / f"{self.prefix_key(messages)}.kv"
+        with self.lock:
+            if _load_seq_state(self.llama, path):
+                self.prefix_state = "loaded"
+                return
+        for _ in self.stream_chat(messages, max_tokens=1):
+            pass
+        with self.lock:
+            _save_seq_state(self.llama, path)
+        self.prefix_state = "saved"
+
+    def prefix_key(self, messages: list[Message]) -> str:
+        """What the saved prefix state depends on: llama.cpp build, CPU, model file, load parameters, text."""
+        from . import native
+
+        st = self.path.stat()
+        blob = json.dumps([native.build_id(), native.cpu_name(), sorted(native.cpu_flags()), str(self.path),
+                           st.st_size, st.st_mtime_ns, self.extra_bufts, self.settings.n_ctx,
+                           self.settings.n_threads, self.llama.n_batch, self.settings.seed, messages])
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
     def count_tokens(self, text: str) -> int:
         return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
@@ -175,6 +206,65 @@ class LlamaCppLLM:
                 # llama.cpp: "Requested tokens (5386) exceed context window of 2048"
                 raise InputError(f"the question and conversation do not fit the model's context ({e}); "
                                  "shorten the question or start a new conversation") from None
+
+
+_STATE_MAGIC = b"RAGKV1\n"
+
+
+def _save_seq_state(llama: Any, path: Path) -> None:
+    """Write the prompt tokens and sequence 0's llama.cpp state to ``path`` (atomically)."""
+    import ctypes
+
+    import llama_cpp
+
+    ctx = llama._ctx.ctx
+    size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+    buf = (ctypes.c_uint8 * size)()
+    written = llama_cpp.llama_state_seq_get_data(ctx, buf, size, 0)
+    tokens = llama.input_ids[: llama.n_tokens].astype("<i4").tobytes()
+    header = json.dumps({"n_tokens": int(llama.n_tokens), "state_bytes": int(written)}).encode() + b"\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(_STATE_MAGIC + header + tokens + bytes(buf)[:written])
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _load_seq_state(llama: Any, path: Path) -> bool:
+    """Restore what :func:`_save_seq_state` wrote; False (and the context left empty) if it cannot."""
+    import ctypes
+
+    import llama_cpp
+    import numpy as np
+
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    try:
+        if not data.startswith(_STATE_MAGIC):
+            return False
+        end = data.index(b"\n", len(_STATE_MAGIC))
+        header = json.loads(data[len(_STATE_MAGIC):end])
+        n, size = int(header["n_tokens"]), int(header["state_bytes"])
+        body = data[end + 1:]
+        if not 0 < n <= llama.n_ctx() or len(body) != 4 * n + size:
+            return False
+    except (ValueError, KeyError, TypeError):
+        return False
+    tokens = np.frombuffer(body[:4 * n], dtype="<i4")
+    buf = (ctypes.c_uint8 * size).from_buffer_copy(body[4 * n:])
+    if llama_cpp.llama_state_seq_set_data(llama._ctx.ctx, buf, size, 0) != size:
+        llama.reset()
+        llama._ctx.kv_cache_seq_rm(-1, 0, -1)
+        return False
+    llama.input_ids[:n] = tokens
+    llama.n_tokens = n
+    llama._requires_eval = True  # as Llama.load_state: logits come from the next prompt's suffix
+    return True
 
 
 class OpenAICompatLLM:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -47,9 +48,12 @@ def terms(text: str) -> list[str]:
 class Retriever:
     """Retrieves passages from a loaded index: the store ranks (dense, BM25), the weighted RRF here fuses."""
 
-    def __init__(self, store: Store | IndexStore, embedder: Any, settings: Settings | None = None) -> None:
+    def __init__(self, store: Store | IndexStore, embedder: Any, settings: Settings | None = None, *,
+                 load_embedder: Callable[[], Any] | None = None) -> None:
+        """``embedder`` may be None with ``load_embedder`` given: lexical search then never loads it."""
         self.store = as_store(store)
-        self.embedder = embedder
+        self._embedder = embedder
+        self._load_embedder = load_embedder
         self.settings = settings or Settings()
         # Non-body chunks are many and short (41 of 92 on the seeds) and crowd a fixed candidate pool:
         # with 30 candidates per retriever, holdout recall@5 fell from 0.955 to 0.864 once they were
@@ -58,6 +62,12 @@ class Retriever:
         chunks = self.store.chunks
         body = sum(c.role is Role.BODY for c in chunks)
         self._pool_scale = len(chunks) / body if body else 1.0
+
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None and self._load_embedder is not None:
+            self._embedder = self._load_embedder()
+        return self._embedder
 
     def idf(self, term: str) -> float:
         """BM25 inverse document frequency of a stemmed term: rare words weigh more, and a word no
