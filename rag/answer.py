@@ -312,7 +312,7 @@ class Assistant:
         out = "".join(self.llm.stream_chat(build_rewrite_messages(question, earlier), max_tokens=48,
                                            stop=["\n"])).strip().strip('"')
         if not out or len(out) > 4 * len(question) + 200 or not followup.keeps_content(question, out):
-            return question
+            return followup.substitute(question, earlier[-1][0]) or question
         return out
 
     def _with_answers(self, earlier: list[followup.Turn]) -> list[followup.Turn]:

@@ -57,6 +57,25 @@ def keeps_content(question: str, rewrite: str) -> bool:
     return own <= set(terms(rewrite))
 
 
+_ABOUT = re.compile(r"^\W*(?:and\s+)?(?:what|how)\s+about\s+(.+?)\W*$", re.IGNORECASE)
+_NAME = re.compile(r"(?<!^)(?<![.?!]\s)\b[A-Z][\w'’-]*(?:\s+[A-Z][\w'’-]*)*")
+
+
+def substitute(question: str, previous: str) -> str | None:
+    """"What about X?" as the previous question with its first name replaced by X, which the small
+    model's rewrite often fails to do; None for any other question.
+
+    >>> substitute("What about Baidu?", "Which company's chips does ByteDance use for AI model training?")
+    "Which company's chips does Baidu use for AI model training?"
+    """
+    m = _ABOUT.match(question.strip())
+    names = [n for n in _NAME.finditer(previous) if n.group(0) not in ("AI", "US", "I")]
+    if not m or not names:
+        return None
+    n = names[0]
+    return previous[:n.start()] + m.group(1) + previous[n.end():]
+
+
 def turns(history: Sequence[str | Mapping[str, Any]] | None) -> list[Turn]:
     """Earlier turns from either a list of earlier questions or OpenAI-style messages
     (``{"role": "user"|"assistant", "content": str}``); an assistant message belongs to the user message

@@ -8,7 +8,7 @@ import pytest
 
 from rag.answer import Assistant, Status, Token
 from rag.cite import is_refusal, markers_of, split_sentences, strip_markers, support, verify
-from rag.followup import keeps_content, needs_context, turns
+from rag.followup import keeps_content, needs_context, substitute, turns
 from rag.prompt import (
     REFUSAL,
     SYSTEM_PROMPT,
@@ -115,6 +115,12 @@ def test_a_rewrite_that_drops_the_users_words_is_not_used() -> None:
     assert keeps_content("And who founded it?", "Who founded AIsphere?")
     assert keeps_content("What about Baidu?", "Which chips does Baidu source from Huawei?")
     assert not keeps_content("Who won the 2024 Super Bowl?", "Who founded AIsphere?")
+
+
+def test_what_about_x_takes_the_previous_question_with_x() -> None:
+    assert substitute("What about Baidu?", "Which company's chips does ByteDance use?") == \
+        "Which company's chips does Baidu use?"
+    assert substitute("Who runs it?", "Which company's chips does ByteDance use?") is None
 
 
 def test_history_as_messages_pairs_answers_with_questions() -> None:

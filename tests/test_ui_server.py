@@ -32,6 +32,7 @@ FACTS = {
     "aisphere": ("How much did AIsphere raise?", "14 million", "US$14 million"),
 }
 FIRST_Q = "Which company's chips does ByteDance use for AI model training?"
+STAGED_Q = "Which company's AI chip has ByteDance begun using to train its large models?"
 LANTERN_TITLE = "Quillbridge opens a museum of paper lanterns"
 LANTERN = (f"{LANTERN_TITLE}\n\n2031-05-04 09:00 Quillbridge Courier\n\n"
            "The town of Quillbridge opened the Zephyrine Lantern Museum on Saturday, its mayor said.\n\n"
@@ -311,7 +312,7 @@ def test_browser_shows_its_work_resets_and_fits_a_phone(live: Live, tmp_path: Pa
 
             # 2. An answer after visible stages with elapsed seconds; the placeholder goes once tokens stream.
             page.evaluate(_WATCH)
-            _ask(page, FIRST_Q)
+            _ask(page, STAGED_Q)  # not asked by another test of this server: a cached answer has no stages
             assert "rag-cite" in _wait_answer(page, 2)
             statuses = page.evaluate("window.__statuses")
             stages = ["Searching the articles", "Reading", "Writing the answer", "Checking the citations"]
@@ -369,7 +370,7 @@ def test_browser_shows_its_work_resets_and_fits_a_phone(live: Live, tmp_path: Pa
             phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
             phone.goto(f"{live.url}/")
             phone.wait_for_selector("#rag-question textarea", timeout=60_000)
-            _ask(phone, FIRST_Q)  # answered before: from the cache
+            _ask(phone, STAGED_Q)  # answered before: from the cache
             assert "rag-cite" in _wait_answer(phone, 1)
             alone = phone.evaluate("""() => { const out = [];
                 for (const sup of document.querySelectorAll('#rag-chat sup.rag-cite')) {
