@@ -234,20 +234,8 @@ def build_index(paths: Iterable[Path], settings: Settings, embedder: Any = None,
     t0 = time.perf_counter()
     index_dir = settings.index_dir
     say = progress or (lambda msg: None)
-    files = list(iter_paths(paths))
     report = IndexReport()
-    articles: dict[str, Article] = {}
-    for f in files:
-        try:
-            a = load_article(f, settings.max_file_bytes)
-        except InputError as e:
-            report.skipped.append((str(f), str(e)))
-            continue
-        if a.name in articles:
-            report.skipped.append((str(f), f"{f}: another article is already named {a.name!r}; rename it"))
-            continue
-        articles[a.name] = a
-        report.coverage[a.name] = coverage(a)
+    articles = read_articles(paths, settings, report)
     with write_lock(index_dir):
         old = _load_previous(index_dir, settings, rebuild, report)
         if keep_existing and old is not None:
@@ -302,6 +290,24 @@ def build_index(paths: Iterable[Path], settings: Settings, embedder: Any = None,
                        settings.embedder)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def read_articles(paths: Iterable[Path], settings: Settings, report: IndexReport) -> dict[str, Article]:
+    """Read every article file under ``paths``; a bad file or a second article of the same name is
+    skipped with its reason in ``report``, and each article's characters per role go to ``report``."""
+    articles: dict[str, Article] = {}
+    for f in iter_paths(paths):
+        try:
+            a = load_article(f, settings.max_file_bytes)
+        except InputError as e:
+            report.skipped.append((str(f), str(e)))
+            continue
+        if a.name in articles:
+            report.skipped.append((str(f), f"{f}: another article is already named {a.name!r}; rename it"))
+            continue
+        articles[a.name] = a
+        report.coverage[a.name] = coverage(a)
+    return articles
 
 
 def _load_previous(index_dir: Path, settings: Settings, rebuild: bool, report: IndexReport) -> IndexStore | None:

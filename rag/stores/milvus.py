@@ -56,7 +56,6 @@ import numpy as np
 
 from ..chunk import chunk_article
 from ..errors import IndexCorruptError, IndexMissingError, InputError, RagError
-from ..ingest import iter_paths, load_article
 from ..records import Article, Block, Chunk
 from ..settings import Settings
 from ..store import (
@@ -70,6 +69,7 @@ from ..store import (
     auto_index_kind,
     check_manifest,
     chunking_of,
+    read_articles,
     write_lock,
 )
 from . import store_kind
@@ -494,22 +494,6 @@ class CollectionWriter:
         return self.collection
 
 
-def _read_articles(paths: Iterable[Path], settings: Settings, report: IndexReport) -> dict[str, Article]:
-    """The same reading and skipping rules as ``rag.store.build_index``."""
-    articles: dict[str, Article] = {}
-    for f in iter_paths(paths):
-        try:
-            a = load_article(f, settings.max_file_bytes)
-        except InputError as e:
-            report.skipped.append((str(f), str(e)))
-            continue
-        if a.name in articles:
-            report.skipped.append((str(f), f"{f}: another article is already named {a.name!r}; rename it"))
-            continue
-        articles[a.name] = a
-    return articles
-
-
 def _drop_unfinished(client: Any, name: str) -> None:
     """Drop versions whose chunk collection never got its indexes (what a killed writer left), and
     ``_meta`` collections without their chunk collection (killed between the two creations)."""
@@ -531,7 +515,7 @@ def build_index(paths: Iterable[Path], settings: Settings, embedder: Any = None,
     say = progress or (lambda msg: None)
     paths = list(paths)
     report = IndexReport()
-    articles = _read_articles(paths, settings, report)
+    articles = read_articles(paths, settings, report)
     uri, name = target(settings)
     with write_lock(settings.index_dir):
         client = connect(uri)
