@@ -286,7 +286,9 @@ def test_browser_shows_its_work_resets_and_fits_a_phone(live: Live, tmp_path: Pa
             page.goto(f"{live.url}/")
             page.wait_for_selector("#rag-question textarea", timeout=60_000)
             n_articles = len(live.store().articles)
-            assert f"{n_articles} articles indexed" in page.inner_text("#rag-count")
+            # The header's count comes from the page-load event, which may finish after the textarea shows.
+            page.wait_for_function(f"() => document.querySelector('#rag-count').innerText"
+                                   f".includes('{n_articles} articles indexed')", timeout=30_000)
             # An empty chat offers questions drawn from the articles; the placeholder fits its box.
             examples = [b for b in page.locator("#rag-examples button").all_inner_texts() if b.strip()]
             assert examples, "no example questions"
