@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from rag.chunk import search_text
 from rag.answer import Assistant
+from rag.chunk import search_text
 from rag.errors import IndexMismatchError, IndexMissingError
 from rag.retrieve import terms
 from rag.settings import Settings

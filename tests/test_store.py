@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rag.errors import IndexCorruptError, IndexMismatchError, IndexMissingError, InputError
 from rag.chunk import search_text
+from rag.errors import IndexCorruptError, IndexMismatchError, IndexMissingError, InputError
 from rag.ingest import CLEANER_VERSION
 from rag.retrieve import Retriever, check_question, tokenize
 from rag.settings import Settings
