@@ -64,7 +64,7 @@ class FolderStore:
             import bm25s
 
             from ..chunk import lexical_text
-            from ..retrieve import terms
+            from ..vocab import terms
 
             logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets itself to DEBUG on import
             bm25 = bm25s.BM25()
