@@ -31,13 +31,15 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import metrics as M
+from .cite import CHECKS
 from .records import Note
 
 if TYPE_CHECKING:
     from .evaluate import GoldItem
 
-# Note -> the check scored for it: the declared sentence checks that remove (rag.cite.CHECKS), by their names.
-NOTE_NAMES = {Note.UNSUPPORTED: "support", Note.ECHO: "echo", Note.TRIMMED: "trim"}
+# Note -> the check scored for it: the declared sentence checks that remove (rag.cite.CHECKS), by their names
+# ("unsupported" -> "support", "echo" -> "echo", "trimmed" -> "trim").
+NOTE_NAMES: dict[str, str] = {c.note: c.name for c in CHECKS if c.note not in (Note.KEPT, Note.REFUSAL)}
 NOT_CHECKS = {Note.KEPT, Note.REFUSAL, Note.EXTRACT, Note.TRIM}
 # Refusals decided before the model is called; the note is on the one sentence the answer lists.
 PRE_REFUSALS = {Note.OFF_CORPUS: "relevance gate", Note.INSTRUCTION: "attack question"}

@@ -230,6 +230,7 @@ def _refusal(d: Draft, i: int) -> bool:
 
 
 def _echo(d: Draft, i: int) -> bool:
+    """Removed when it adds no content word to the question's (``adequacy.is_echo``)."""
     return d.question is not None and is_echo(d.plain[i], d.question) and d.drop(i, Note.ECHO)
 
 
@@ -277,7 +278,8 @@ def _unsupported(d: Draft, i: int) -> bool:
 @dataclass(frozen=True)
 class Check:
     """One declared check: ``name`` (as ``rag.checkscore`` reports it), the ``note`` it leaves on what it
-    removes or changes, the ``verify`` switch that turns it off (None: always on) and what it does."""
+    removes or changes, the ``Settings`` field that turns it off (None: always on; ``rag eval --ablate``
+    has a variant for each) and what it does."""
 
     name: str
     note: Note
@@ -293,9 +295,9 @@ class Check:
 # ("supported" keeps every sentence with support_threshold 0: the ablation of the support check.)
 CHECKS = (
     Check("refusal", Note.REFUSAL, None, _refusal),
-    Check("echo", Note.ECHO, "adequacy", _echo),
+    Check("echo", Note.ECHO, "adequacy_checks", _echo),
     Check("supported", Note.KEPT, None, _support),
-    Check("trim", Note.TRIMMED, "trim", _trim),
+    Check("trim", Note.TRIMMED, "trim_unsupported", _trim),
     Check("support", Note.UNSUPPORTED, None, _unsupported),
 )
 
@@ -318,7 +320,7 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
         refused = tuple(SentenceCheck(strip_markers(s), (), 0.0, False, Note.REFUSAL) for s in sentences)
         return Verified(REFUSAL, False, (), refused)
     q = as_question(question) if question else None
-    switches = {"adequacy": adequacy and q is not None, "trim": trim}
+    switches = {"adequacy_checks": adequacy and q is not None, "trim_unsupported": trim}
     enabled = frozenset(c.name for c in CHECKS if c.switch is None or switches[c.switch])
     d = Draft([strip_markers(s) for s in sentences], [markers_of(s) for s in sentences], by_marker, q, embedder,
               texts_by_article, threshold, about or {})
