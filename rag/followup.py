@@ -15,12 +15,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .vocab import NAME_GROUP, strip_markers, terms
+from .vocab import DEMONSTRATIVES, NAME_GROUP, PRONOUNS, strip_markers, terms
 
 Turn = tuple[str, str]  # (user question, assistant answer or "")
 
-_PRONOUN = re.compile(r"\b(he|she|it|they|them|him|his|her|hers|its|their|theirs|itself|themselves|"
-                      r"this|these|those|the same|the former|the latter|there)\b", re.IGNORECASE)
+_PRONOUN = re.compile(r"\b(" + "|".join((*PRONOUNS, "itself", "themselves", *DEMONSTRATIVES, "the same", "the former",
+                                          "the latter", "there")) + r")\b", re.IGNORECASE)
 # "that" is a pronoun only at the end or after a verb/preposition ("about that?", "did that"), not in
 # "the fund that invested".
 _THAT = re.compile(r"\b(about|of|for|with|is|was|did|does|do|say|said|mean|cause|caused)\s+that\b|\bthat\s*\?*$",
@@ -28,8 +28,8 @@ _THAT = re.compile(r"\b(about|of|for|with|is|was|did|does|do|say|said|mean|cause
 _ELLIPTIC = re.compile(r"^\W*(and|also|but|so|then|what about|how about|what of|same for|what else|"
                        r"who else|any other|why not)\b", re.IGNORECASE)
 # Words a rewrite may drop: the references themselves and question scaffolding.
-_REFERENCE_WORDS = frozenset(terms("he she it they them him his her hers its their theirs this these those that "
-                                   "there same former latter and also but so then about else other"))
+_REFERENCE_WORDS = frozenset(terms(" ".join((*PRONOUNS, *DEMONSTRATIVES)) + " that there same former latter and also "
+                                   "but so then about else other"))
 
 
 def needs_context(question: str) -> bool:

@@ -18,7 +18,7 @@ import numpy as np
 from .injection import flagged_spans
 from .question import Question, as_question
 from .records import Chunk, Evidence, Passage
-from .vocab import terms
+from .vocab import DEMONSTRATIVES, PRONOUNS, terms
 
 REFUSAL = "The articles do not say."
 
@@ -63,8 +63,9 @@ REWRITE_PROMPT = (
     "of the follow-up. Reply with the rewritten question only."
 )
 
-_DANGLING = re.compile(r"^[\"“‘]?(he|she|it|they|this|that|these|those|his|her|its|their|the company|"
-                       r"the firm|such|as such|however|but|also)\b", re.IGNORECASE)
+# A sentence that opens by pointing back ("He added ...", "The company said ...") needs the one before it.
+_DANGLING = re.compile(r"^[\"“‘]?(" + "|".join((*PRONOUNS, *DEMONSTRATIVES)) + r"|that|the company|the firm|such|"
+                       r"as such|however|but|also)\b", re.IGNORECASE)
 
 
 def estimate_tokens(text: str) -> int:

@@ -24,6 +24,10 @@ STOPWORDS = frozenset(
 QUESTION_WORDS = frozenset("what which who whom whose when where why how does did do is are was were according "
                            "in the a an and of to for on by if as can could would should will has have had i".split())
 
+# Words that point back to something named earlier ("Who runs it?", "His firm ...").
+PRONOUNS = tuple("he she it they them him his her hers its their theirs".split())
+DEMONSTRATIVES = ("this", "these", "those")
+
 # Number words, read as their digits when a sentence is checked against a quote ("seven" is "7").
 NUMBER_WORDS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven "
