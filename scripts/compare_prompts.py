@@ -1,6 +1,7 @@
 """Everything the answer path decides without the LLM, as JSON lines, so two versions of the code can be compared:
 
-    PYTHONPATH=<checkout> python scripts/compare_prompts.py INDEX_DIR RUN_DIR... > out.jsonl
+    PYTHONPATH=<checkout> PYTHONHASHSEED=0 python scripts/compare_prompts.py INDEX_DIR RUN_DIR... > out.jsonl
+    python scripts/compare_prompts.py --diff a.jsonl b.jsonl     # "N/N identical", and the first differences
 
 For every question of eval/gold.jsonl and eval/holdout.jsonl (never the blind set), ``Assistant.ask`` runs with a
 scripted LLM, once per draft answer: the drafts recorded for that question in the given eval runs
@@ -54,7 +55,19 @@ def dump(answer, messages) -> dict:  # noqa: ANN001
             "unanswered": list(answer.unanswered)}
 
 
+def diff(a: Path, b: Path) -> None:
+    old, new = a.read_text(encoding="utf-8").splitlines(), b.read_text(encoding="utf-8").splitlines()
+    same = sum(x == y for x, y in zip(old, new, strict=False))
+    print(f"{same}/{max(len(old), len(new))} identical")
+    for x, y in [(x, y) for x, y in zip(old, new, strict=False) if x != y][:3]:
+        x_d, y_d = json.loads(x), json.loads(y)
+        print(x_d["q"], x_d["draft"], x_d["variant"], {k: (x_d[k], y_d[k]) for k in x_d if x_d[k] != y_d.get(k)})
+
+
 def main() -> None:
+    if sys.argv[1] == "--diff":
+        diff(Path(sys.argv[2]), Path(sys.argv[3]))
+        return
     index_dir, runs = Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]]
     questions = [json.loads(line)["question"] for f in ("eval/gold.jsonl", "eval/holdout.jsonl")
                  for line in Path(f).read_text(encoding="utf-8").splitlines() if line.strip()] + EXTRA
