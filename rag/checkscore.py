@@ -39,11 +39,11 @@ if TYPE_CHECKING:
 
 # Note -> the check scored for it: the declared sentence checks that remove (rag.cite.CHECKS), by their names
 # ("unsupported" -> "support", "echo" -> "echo", "trimmed" -> "trim").
-NOTE_NAMES: dict[str, str] = {c.note: c.name for c in CHECKS if c.note not in (Note.KEPT, Note.REFUSAL)}
+NOTE_NAMES: dict[str, str] = {c.note: c.name for c in CHECKS if c.note and c.note is not Note.REFUSAL}
 NOT_CHECKS = {Note.KEPT, Note.REFUSAL, Note.EXTRACT, Note.TRIM}
 # Refusals decided before the model is called; the note is on the one sentence the answer lists.
 PRE_REFUSALS = {Note.OFF_CORPUS: "relevance gate", Note.INSTRUCTION: "attack question"}
-KIND, ALL_REMOVED, INJECTION = "kind", "all removed", "injection"
+KIND, ALL_REMOVED, INJECTION = "kind", "all removed", "injection"  # the first two: rag.cite.ANSWER_CHECKS
 DESCRIPTIONS = {
     "trim": "cuts the phrase with a detail no passage gives from a sentence (the original is removed)",
     "relevance gate": "refuses, before the model, a question whose names no article holds",

@@ -172,6 +172,7 @@ class Draft:
     plain: list[str]
     markers: list[list[int]]
     evidence: dict[int, Evidence]
+    top: Evidence  # the most relevant passage
     question: Question | None
     embedder: Any
     texts: Mapping[str, str]
@@ -275,20 +276,44 @@ def _unsupported(d: Draft, i: int) -> bool:
     return True
 
 
+# -- the answer checks, in order, on what the sentence checks kept: the first that refuses decides ---------
+
+def _extract(d: Draft, _: int) -> bool:
+    """When the model only restated the question, the most relevant passage is quoted verbatim rather than
+    refused: the evidence was chosen for the question (on held-out questions this turned 3 of 22 false
+    refusals into right answers)."""
+    if not d.kept and any(c.note == Note.ECHO for c in d.checks):
+        quote = " ".join(d.top.text.split())
+        d.checks.append(SentenceCheck(quote, (d.top.marker,), 1.0, True, Note.EXTRACT))
+        d.kept.append((quote, [(d.top.marker, -1, 1.0)]))
+    return False
+
+
+def _all_removed(d: Draft, _: int) -> bool:
+    """Refused: the sentence checks removed every drafted sentence."""
+    return not d.kept
+
+
+def _kind(d: Draft, _: int) -> bool:
+    """Refused: the answer lacks the kind of thing the question asks for (a date, a number, a unit)."""
+    q = d.question
+    return q is not None and not gives_kind(" ".join(s for s, _ in d.kept), q.kind, q)
+
+
 @dataclass(frozen=True)
 class Check:
     """One declared check: ``name`` (as ``rag.checkscore`` reports it), the ``note`` it leaves on what it
-    removes or changes, the ``Settings`` field that turns it off (None: always on; ``rag eval --ablate``
-    has a variant for each) and what it does."""
+    removes or changes (None: it refuses the whole answer), the ``Settings`` field that turns it off (None:
+    always on; ``rag eval --ablate`` has a variant for each) and what it does (``run``'s docstring)."""
 
     name: str
-    note: Note
+    note: Note | None
     switch: str | None
     run: Callable[[Draft, int], bool]
 
     @property
     def doc(self) -> str:
-        return (self.run.__doc__ or "").strip()
+        return " ".join((self.run.__doc__ or "").split())
 
 
 # Every answer sentence goes down this sequence until a check decides it; the last removes what none kept.
@@ -300,6 +325,12 @@ CHECKS = (
     Check("trim", Note.TRIMMED, "trim_unsupported", _trim),
     Check("support", Note.UNSUPPORTED, None, _unsupported),
 )
+# Then the answer as a whole, until one refuses it.
+ANSWER_CHECKS = (
+    Check("extract", Note.EXTRACT, None, _extract),
+    Check("all removed", None, None, _all_removed),
+    Check("kind", None, "adequacy_checks", _kind),
+)
 
 
 def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: Mapping[str, str],
@@ -307,12 +338,12 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
            trim: bool = True, adequacy: bool = True) -> Verified:
     """Keep supported sentences, fix or drop their markers, and resolve citations to exact spans.
 
-    Each sentence goes down ``CHECKS``. With the ``question``, a sentence that only restates it is dropped
-    (if nothing else is left, the most relevant passage is quoted as the answer), and an answer without
-    what the question asks for (a date, a number, a unit) becomes a refusal (see ``adequacy``; off with
-    ``adequacy=False``). With ``trim``, a sentence that fails only for a name or number no cited passage
-    gives loses the phrase that holds it and is kept if the rest is supported (note "trim"; the original is
-    listed as "trimmed").
+    Each sentence goes down ``CHECKS``, then the answer down ``ANSWER_CHECKS``. With the ``question``, a
+    sentence that only restates it is dropped (if nothing else is left, the most relevant passage is quoted
+    as the answer), and an answer without what the question asks for (a date, a number, a unit) becomes a
+    refusal (see ``adequacy``; off with ``adequacy=False``). With ``trim``, a sentence that fails only for a
+    name or number no cited passage gives loses the phrase that holds it and is kept if the rest is
+    supported (note "trim"; the original is listed as "trimmed").
     """
     by_marker = {ev.marker: ev for ev in evidence}
     sentences = [s for s in split_sentences(raw) if strip_markers(s)]
@@ -321,22 +352,15 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
         return Verified(REFUSAL, False, (), refused)
     q = as_question(question) if question else None
     switches = {"adequacy_checks": adequacy and q is not None, "trim_unsupported": trim}
-    enabled = frozenset(c.name for c in CHECKS if c.switch is None or switches[c.switch])
-    d = Draft([strip_markers(s) for s in sentences], [markers_of(s) for s in sentences], by_marker, q, embedder,
-              texts_by_article, threshold, about or {})
+    sentence_checks, answer_checks = ([c for c in seq if c.switch is None or switches[c.switch]]
+                                      for seq in (CHECKS, ANSWER_CHECKS))
+    d = Draft([strip_markers(s) for s in sentences], [markers_of(s) for s in sentences], by_marker, evidence[0], q,
+              embedder, texts_by_article, threshold, about or {})
     for i in range(len(sentences)):
-        next(c for c in CHECKS if c.name in enabled and c.run(d, i))
+        next(c for c in sentence_checks if c.run(d, i))
+    if any(c.run(d, -1) for c in answer_checks):
+        return Verified(REFUSAL, False, (), tuple(d.checks))
     kept, checks, ev_sents = d.kept, d.checks, d.ev_sents
-    if not kept and any(c.note == Note.ECHO for c in checks):
-        # The model only restated the question, though the evidence was chosen for it: quote the most
-        # relevant passage verbatim rather than refuse (on held-out questions this turned 3 of 22 false
-        # refusals into right answers).
-        top = evidence[0]
-        quote = " ".join(top.text.split())
-        checks.append(SentenceCheck(quote, (top.marker,), 1.0, True, Note.EXTRACT))
-        kept.append((quote, [(top.marker, -1, 1.0)]))
-    if not kept or (adequacy and q is not None and not gives_kind(" ".join(s for s, _ in kept), q.kind, q)):
-        return Verified(REFUSAL, False, (), tuple(checks))
     # Renumber markers by first appearance; a citation is the narrowed span within its evidence.
     spans: dict[int, tuple[int, int]] = {}
     supports: dict[int, float] = {}

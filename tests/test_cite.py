@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rag.answer import Assistant, Status, Token
-from rag.cite import CHECKS, is_refusal, markers_of, split_sentences, strip_markers, support, verify
+from rag.cite import ANSWER_CHECKS, CHECKS, is_refusal, markers_of, split_sentences, strip_markers, support, verify
 from rag.followup import keeps_content, needs_context, substitute, turns
 from rag.prompt import (
     REFUSAL,
@@ -88,12 +88,14 @@ def test_checks_are_declared_in_order_each_with_its_note() -> None:
     assert [(c.name, c.note, c.switch) for c in CHECKS] == [
         ("refusal", Note.REFUSAL, None), ("echo", Note.ECHO, "adequacy_checks"), ("supported", Note.KEPT, None),
         ("trim", Note.TRIMMED, "trim_unsupported"), ("support", Note.UNSUPPORTED, None)]
-    assert all(c.doc for c in CHECKS)
+    assert [(c.name, c.note, c.switch) for c in ANSWER_CHECKS] == [
+        ("extract", Note.EXTRACT, None), ("all removed", None, None), ("kind", None, "adequacy_checks")]
+    assert all(c.doc for c in CHECKS + ANSWER_CHECKS)
     # each switch is a Settings field, and the ablation has a variant turning it off
     from rag.ablation import VARIANTS
     from rag.settings import Settings
 
-    for c in CHECKS:
+    for c in CHECKS + ANSWER_CHECKS:
         if c.switch:
             assert getattr(Settings(), c.switch)
             assert any(not change.get(c.switch, True) for _, change in VARIANTS.values()), c.name

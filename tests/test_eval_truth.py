@@ -228,6 +228,10 @@ def test_checks_are_scored_off_the_note_enum() -> None:
 
     assert NOTE_NAMES == {"unsupported": "support", "echo": "echo", "trimmed": "trim"}
     assert all(NOTE_NAMES[c.note] == c.name for c in CHECKS if c.note in NOTE_NAMES)
+    from rag.checkscore import ALL_REMOVED, KIND
+    from rag.cite import ANSWER_CHECKS
+
+    assert {KIND, ALL_REMOVED} <= {c.name for c in ANSWER_CHECKS}
     items = [_item("a", True, (("Kirin 9000S",),)), _item("b", False)]
 
     def records(unsupported: str, echo: str, gate: str) -> list[dict]:
