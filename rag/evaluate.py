@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from . import metrics as M
 from . import stats
 from .errors import GoldError, InputError
+from .records import Note
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -721,7 +722,7 @@ def _question_md(rank: int, item: GoldItem, rec: Record, kind: int) -> str:
     removed = [x for x in rec.get("sentences", []) if not x["supported"]]
     if removed:
         lines += ["**Sentences the checks removed:** " + " / ".join(
-            f"“{_short(x['text'], 200)}” ({x.get('note') or 'unsupported'})" for x in removed), ""]
+            f"“{_short(x['text'], 200)}” ({x.get('note') or Note.UNSUPPORTED})" for x in removed), ""]
     top = ", ".join(f"{p['article']} {p['start']}–{p['end']}" for p in rec["passages"])
     shown = {n: v for n, v in s.items() if v is not None}
     lines += [f"**Retrieved:** {top or '(nothing)'}", "",

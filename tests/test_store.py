@@ -14,9 +14,10 @@ import pytest
 from rag.chunk import search_text
 from rag.errors import IndexCorruptError, IndexMismatchError, IndexMissingError, InputError
 from rag.ingest import CLEANER_VERSION
-from rag.retrieve import Retriever, check_question, terms, tokenize
+from rag.retrieve import Retriever, check_question
 from rag.settings import Settings
 from rag.store import IndexStore, build_index
+from rag.vocab import terms, tokenize
 
 from .conftest import ROOT, SEEDS
 

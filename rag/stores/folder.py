@@ -28,7 +28,7 @@ LEXICAL_DIR = "bm25"  # in a version folder: bm25s's saved index of the chunks' 
 def lexical_corpus(chunks: Sequence[Chunk], articles: dict[str, Article], context: bool) -> list[list[str]]:
     """Each chunk's BM25 terms (``chunk.lexical_text``), in chunk order; "∅" stands for none."""
     from ..chunk import lexical_text
-    from ..retrieve import terms
+    from ..vocab import terms
 
     return [terms(lexical_text(c, articles.get(c.article), context)) or ["∅"] for c in chunks]
 
