@@ -105,11 +105,6 @@ class GoldItem:
         """The history as OpenAI-style messages, the form ``Assistant.ask`` takes with the earlier answers."""
         return [{"role": role, "content": text} for role, text in self.history]
 
-    @property
-    def previous_questions(self) -> list[str]:
-        """The earlier user messages alone, as ``ui.api.split_messages`` passes them."""
-        return [text for role, text in self.history if role == "user" and text.strip()]
-
 
 GOLD_FIELDS = ("id", "question", "answerable", "answer", "must", "docs", "evidence", "kind", "tags", "history")
 ROLES = ("user", "assistant")

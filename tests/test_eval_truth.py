@@ -47,22 +47,21 @@ def test_gold_accepts_kind_tags_and_history(tmp_path: Path) -> None:
     (it,) = load_gold(write(tmp_path, row), TEXTS)
     assert it.kind == "follow-up" and it.tags == ("pronoun", "chips")
     assert it.history[0] == ("user", "Which phone did Huawei unveil?") and len(it.history) == 3
-    # what the answer path gets: the earlier user messages; assistant turns are not read
-    assert it.previous_questions == ["Which phone did Huawei unveil?", "And in 2023?"]
+    assert [m["role"] for m in it.messages] == ["user", "assistant", "user"]  # what the answer path gets
     (plain,) = load_gold(write(tmp_path, GOOD), TEXTS)
-    assert plain.kind == "" and plain.tags == () and plain.history == () and plain.previous_questions == []
+    assert plain.kind == "" and plain.tags == () and plain.history == () and plain.messages == []
 
 
 def test_history_reaches_the_follow_up_path_with_its_answers() -> None:
-    """The eval passes the messages as the assistant reads them: the same earlier questions the HTTP API
-    passes (its user messages), each with the answer that followed it, as the chat knows its own answers."""
+    """The eval passes the messages as the HTTP API passes them: the earlier questions, each with the
+    answer that followed it."""
     from rag import followup
 
     api = pytest.importorskip("ui.api")
     item = GoldItem("x", "And its chip?", True, "", (), (), (), 1,
                     history=tuple((m["role"], m["content"]) for m in HISTORY))
     question, history = api.split_messages([*HISTORY, {"role": "user", "content": item.question}])
-    assert (question, history) == (item.question, item.previous_questions)
+    assert (question, history) == (item.question, item.messages)
     assert item.messages == HISTORY
     assert followup.turns(item.messages) == [("Which phone did Huawei unveil?", "The Mate 60.")]
 

@@ -138,7 +138,7 @@ def test_split_messages_takes_last_user_message_as_question() -> None:
     q, hist = split_messages([{"role": "system", "content": "s"}, {"role": "user", "content": "first?"},
                               {"role": "assistant", "content": "a"},
                               {"role": "user", "content": [{"type": "text", "text": "second?"}]}])
-    assert (q, hist) == ("second?", ["first?"])
+    assert (q, hist) == ("second?", [{"role": "user", "content": "first?"}, {"role": "assistant", "content": "a"}])
     with pytest.raises(InputError):
         split_messages([{"role": "system", "content": "s"}])
     with pytest.raises(InputError):

@@ -42,15 +42,17 @@ def message_text(content: Any) -> str:
     raise InputError("a message's 'content' must be a string or a list of content parts")
 
 
-def split_messages(messages: Any) -> tuple[str, list[str]]:
-    """The question (last user message) and the earlier user messages (the history)."""
+def split_messages(messages: Any) -> tuple[str, list[dict[str, str]]]:
+    """The question (the last user message) and the conversation before it: the earlier user and
+    assistant messages, as text, so a follow-up ("When did he take over?") is read with the answers."""
     if not isinstance(messages, list) or not messages:
         raise InputError("'messages' must be a non-empty list of {role, content} objects")
-    users = [message_text(m.get("content")) for m in messages
-             if isinstance(m, dict) and m.get("role") == "user"]
-    if not users:
+    turns = [{"role": m["role"], "content": message_text(m.get("content"))} for m in messages
+             if isinstance(m, dict) and m.get("role") in ("user", "assistant")]
+    last = max((i for i, m in enumerate(turns) if m["role"] == "user"), default=None)
+    if last is None:
         raise InputError("'messages' holds no user message; the last user message is the question")
-    return users[-1], [u for u in users[:-1] if u.strip()]
+    return turns[last]["content"], [m for m in turns[:last] if m["content"].strip()]
 
 
 def citations_payload(answer: Answer) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rag.answer import Assistant, Event, shared_assistant
+from rag.answer import Assistant, Event, History, shared_assistant
 from rag.errors import InputError, RagError
 from rag.ingest import load_article
 from rag.llm import installed_models
@@ -95,7 +95,7 @@ class Service:
 
     # -- answering ----------------------------------------------------------------------------------------
     async def astream(self, question: str, *, model: str | None = None, k: int | None = None,
-                      history: list[str] | None = None, stop: threading.Event | None = None,
+                      history: History | None = None, stop: threading.Event | None = None,
                       tick: float | None = None) -> AsyncGenerator[Event | Tick, None]:
         """``Assistant.stream`` run in its own thread; closing this iterator (or ``stop``) stops it.
         With ``tick``, a ``Tick`` comes whenever no event came for ``tick`` seconds."""
