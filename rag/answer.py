@@ -69,7 +69,7 @@ class Assistant:
         if self._embedder is None:
             from .embed import get_embedder
 
-            self._embedder = get_embedder(self.settings.embedder)
+            self._embedder = get_embedder(self.settings)
         return self._embedder
 
     @property
@@ -199,7 +199,8 @@ class Assistant:
                 return
             texts = self.store.texts
             evidence = select_evidence(query, passages, self.embedder, texts, self.settings.context_tokens,
-                                       self.settings.max_evidence, idf=self.retriever.idf)
+                                       self.settings.max_evidence, idf=self.retriever.idf,
+                                       margin=self.settings.evidence_margin)
             messages = build_messages(query, evidence)
             t_prompt = time.perf_counter()
             raw, first = [], None
@@ -218,7 +219,8 @@ class Assistant:
             raw_text = "".join(raw).strip()
             about = {ev.chunk.article: self.store.articles[ev.chunk.article].about for ev in evidence}
             checked = verify(raw_text, evidence, self.embedder, texts, self.settings.support_threshold, about,
-                             question=query, trim=bool(self.settings.trim_unsupported))
+                             question=query, trim=bool(self.settings.trim_unsupported),
+                             cosine_range=(self.settings.cosine_floor, self.settings.cosine_ceiling))
             prompt_tokens = sum(self.llm.count_tokens(m["content"]) for m in messages) + 12
             signals = confidence.signals(checked, evidence, passages)
             answer = Answer(

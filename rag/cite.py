@@ -24,6 +24,10 @@ from .chunk import sentence_spans
 from .prompt import REFUSAL
 from .records import Citation, Evidence, SentenceCheck
 from .retrieve import STOPWORDS, tokenize
+from .settings import Settings
+
+_DEFAULTS = Settings()
+_COSINE_RANGE = (_DEFAULTS.cosine_floor, _DEFAULTS.cosine_ceiling)  # the embedder's, see Settings
 
 MARKER = re.compile(r"\s*\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -73,13 +77,15 @@ def strip_markers(sentence: str) -> str:
     return " ".join(MARKER.sub("", sentence).split())
 
 
-def support(sentence: str, quote: str, cosine: float, about: str = "") -> float:
+def support(sentence: str, quote: str, cosine: float, about: str = "",
+            cosine_range: tuple[float, float] = _COSINE_RANGE) -> float:
     """``about``: what else the reader sees of the cited article (title, source, author, date); names
     from it count as grounded ("according to China Daily" is fine when China Daily is the source)."""
     words = set(_content(sentence))
     quote_words = set(_content(f"{quote} {about}"))
     lexical = len(words & quote_words) / len(words) if words else 0.0
-    score = 0.6 * lexical + 0.4 * min(1.0, max(0.0, (cosine - 0.2) / 0.6))
+    lo, hi = cosine_range
+    score = 0.6 * lexical + 0.4 * min(1.0, max(0.0, (cosine - lo) / (hi - lo)))
     return min(score, 0.3) if ungrounded(sentence, f"{quote} {about}") else score
 
 
@@ -184,8 +190,8 @@ def _content(text: str) -> list[str]:
 
 
 def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: Mapping[str, str],
-           threshold: float = 0.5, about: Mapping[str, str] | None = None, question: str = "",
-           trim: bool = True) -> Verified:
+           threshold: float = _DEFAULTS.support_threshold, about: Mapping[str, str] | None = None,
+           question: str = "", trim: bool = True, cosine_range: tuple[float, float] = _COSINE_RANGE) -> Verified:
     """Keep supported sentences, fix or drop their markers, and resolve citations to exact spans.
 
     With the ``question``, a sentence that only restates it is dropped (if nothing else is left, the
@@ -225,10 +231,10 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
         text = plain[s_idx] if text is None else text
         vec = ans_vecs[s_idx] if vec is None else vec
         meta = meta_of(marker)
-        scored = [(support(text, ev_texts[marker][j], float(vec @ ev_vecs[p]), meta), j)
+        scored = [(support(text, ev_texts[marker][j], float(vec @ ev_vecs[p]), meta, cosine_range), j)
                   for j, p in enumerate(pos[marker])]
         joined = " ".join(ev_texts[marker])
-        whole = support(text, joined, max(float(vec @ ev_vecs[p]) for p in pos[marker]), meta)
+        whole = support(text, joined, max(float(vec @ ev_vecs[p]) for p in pos[marker]), meta, cosine_range)
         best = max(scored)
         return (whole, -1) if whole > best[0] + 0.1 else best
 
@@ -308,5 +314,5 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
         source = texts_by_article[ev.chunk.article]
         citations.append(Citation(marker=new_num[m], article=ev.chunk.article, title=ev.chunk.title,
                                   chunk_id=ev.chunk.chunk_id, start=a, end=b, quote=source[a:b],
-                                  support=supports[m]))
+                                  support=supports[m], page=ev.chunk.page))
     return Verified(text, True, tuple(citations), tuple(checks))

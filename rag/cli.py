@@ -74,11 +74,11 @@ def index(settings: Settings, paths: tuple[Path, ...], rebuild: bool, keep_exist
 
 @main.command()
 @click.argument("query")
-@click.option("--k", default=5, show_default=True, help="How many passages.")
+@click.option("--k", type=int, default=None, help="How many passages (default: the k setting, 4).")
 @click.option("--mode", type=click.Choice(["hybrid", "dense", "lexical"]), default="hybrid", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @common
-def search(settings: Settings, query: str, k: int, mode: str, as_json: bool) -> None:
+def search(settings: Settings, query: str, k: int | None, mode: str, as_json: bool) -> None:
     """Show the passages retrieved for QUERY.
 
     \b
@@ -87,14 +87,15 @@ def search(settings: Settings, query: str, k: int, mode: str, as_json: bool) -> 
     """
     from .answer import Assistant
 
-    passages = Assistant(settings).retriever.search(query, k, mode=mode)
+    passages = Assistant(settings).retriever.search(query, k or settings.k, mode=mode)
     if as_json:
         click.echo(json.dumps({"query": query, "passages": [p.to_dict() for p in passages]},
                               ensure_ascii=False, indent=2))
         return
     for p in passages:
         c = p.chunk
-        click.echo(f"{p.rank}. [{p.score:.4f}] {c.article} {c.start}-{c.end}  {c.title}")
+        page = f" p. {c.page}" if c.page else ""
+        click.echo(f"{p.rank}. [{p.score:.4f}] {c.article}{page} {c.start}-{c.end}  {c.title}")
         click.echo("   " + " ".join(c.text.split())[:300])
 
 

@@ -17,6 +17,9 @@ import numpy as np
 
 from .records import Chunk, Evidence, Passage
 from .retrieve import question_parts, terms
+from .settings import Settings
+
+_DEFAULTS = Settings()
 
 REFUSAL = "The articles do not say."
 
@@ -81,8 +84,9 @@ def estimate_tokens(text: str) -> int:
 
 
 def select_evidence(question: str, passages: list[Passage], embedder: Any, texts_by_article: Mapping[str, str],
-                    budget_tokens: int = 220, max_items: int = 6, idf: Callable[[str], float] | None = None,
-                    margin: float = 0.5, lexical_weight: float = 0.75, follow: bool = True) -> list[Evidence]:
+                    budget_tokens: int = _DEFAULTS.context_tokens, max_items: int = _DEFAULTS.max_evidence,
+                    idf: Callable[[str], float] | None = None, margin: float = _DEFAULTS.evidence_margin,
+                    lexical_weight: float = 0.75, follow: bool = True) -> list[Evidence]:
     """Pick the sentences that best match the question, within ``budget_tokens``.
 
     Score = cosine(question, sentence) + 0.75 * overlap + 0.1 / passage rank, where overlap is the
@@ -111,8 +115,7 @@ def select_evidence(question: str, passages: list[Passage], embedder: Any, texts
         return []
     parts = question_parts(question)
     queries = parts if len(parts) > 1 else [question]
-    vecs = embedder.embed_cached(queries + texts)
-    cos = vecs[len(queries):] @ vecs[:len(queries)].T  # (sentences, queries)
+    cos = embedder.embed_cached(texts) @ embedder.embed_cached(queries, "query").T  # (sentences, queries)
     weight = idf or (lambda t: 1.0)
     sent_terms = [set(terms(t)) for t in texts]
     rank_bonus = np.array([0.1 / sp[3] for sp in spans])

@@ -6,6 +6,7 @@ Every offset is a Python ``str`` index into the article file's original UTF-8 te
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ class Article:
     author: str | None = None
     blocks: tuple[Block, ...] = ()
     path: str = ""
+    pages: tuple[int, ...] = ()  # start offset of page 1, 2, ... in ``text``, for paged formats (PDF)
 
     def __repr__(self) -> str:
         return f"Article(name={self.name!r}, title={_short(self.title)!r}, blocks={len(self.blocks)})"
@@ -45,10 +47,15 @@ class Article:
         """What a reader sees of the article besides its text: title, source, author, date."""
         return " ".join(filter(None, (self.title, self.source, self.author, self.date)))
 
+    def page_at(self, offset: int) -> int | None:
+        """The 1-based page holding ``offset``, or None for a format without pages."""
+        return max(1, bisect_right(self.pages, offset)) if self.pages else None
+
     def meta(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("text")
         d.pop("blocks")
+        d.pop("pages")
         return d
 
 
@@ -63,6 +70,7 @@ class Chunk:
     end: int
     text: str
     sentences: tuple[tuple[int, int], ...] = ()  # sentence spans, absolute offsets into the article
+    page: int | None = None  # 1-based page of a paged format (a chunk never crosses a page)
 
     def __repr__(self) -> str:
         return f"Chunk({self.chunk_id!r}, {self.start}:{self.end}, {_short(self.text)!r})"
@@ -97,7 +105,7 @@ class Passage:
     def to_dict(self) -> dict[str, Any]:
         c = self.chunk
         return {"rank": self.rank, "article": c.article, "title": c.title, "chunk_id": c.chunk_id,
-                "start": c.start, "end": c.end, "score": round(self.score, 6), "text": c.text}
+                "start": c.start, "end": c.end, "page": c.page, "score": round(self.score, 6), "text": c.text}
 
 
 @dataclass(frozen=True)
@@ -124,11 +132,12 @@ class Citation:
     end: int
     quote: str  # == original article text[start:end]
     support: float = 0.0  # how well the cited quote supports the sentence(s) citing it, 0..1
+    page: int | None = None  # 1-based page of the quote, for paged formats (PDF)
 
     def to_dict(self) -> dict[str, Any]:
         return {"marker": self.marker, "article": self.article, "title": self.title,
-                "chunk_id": self.chunk_id, "start": self.start, "end": self.end, "quote": self.quote,
-                "support": round(self.support, 3)}
+                "chunk_id": self.chunk_id, "start": self.start, "end": self.end, "page": self.page,
+                "quote": self.quote, "support": round(self.support, 3)}
 
 
 @dataclass(frozen=True)

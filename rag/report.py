@@ -31,7 +31,8 @@ def answer_markdown(answer: Answer, heading: str | None = None, offset: int = 0)
     text = answer.answer
     for c in sorted(answer.citations, key=lambda c: -c.marker):
         text = text.replace(f"[{c.marker}]", f"[{c.marker + offset}]")
-    refs = [f"{c.marker + offset}. *{c.title}* ({c.article}, characters {c.start}–{c.end}): "
+    refs = [f"{c.marker + offset}. *{c.title}* ({c.article}, {f'p. {c.page}, ' if c.page else ''}"
+            f"characters {c.start}–{c.end}): "
             f"“{quote_line(c.quote)}”" for c in sorted(answer.citations, key=lambda c: c.marker)]
     lines = []
     if heading:

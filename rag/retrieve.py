@@ -70,7 +70,7 @@ class Retriever:
         return self._idf.get(term, 0.0)
 
     def dense(self, query: str, n: int) -> list[tuple[int, float]]:
-        vec = self.embedder.embed_cached([query])[0]
+        vec = self.embedder.embed_cached([query], "query")[0]
         return self.store.search(vec, n)
 
     def lexical(self, query: str, n: int) -> list[tuple[int, float]]:

@@ -1,14 +1,14 @@
 """The one settings object: defaults < config file (``rag.toml``) < environment (``RAG_*``) < CLI flags.
 
-Settings that shape the index (embedder, chunking) are hashed into ``index_key`` and recorded in the
-manifest, so a changed chunk size or embedder can never silently reuse a stale index.
+It is the one home of defaults: functions that take a setting default to ``Settings()``'s value.
+Settings that shape the index (embedder, its prefixes, chunking) are recorded in the manifest and
+checked on load (``rag.store.check_manifest``), so a changed chunk size or embedder can never silently
+reuse a stale index.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import tomllib
 from dataclasses import dataclass, fields
@@ -30,7 +30,11 @@ class Settings:
     # corpus and index
     index_dir: Path = Path("index")
     corpus: Path = Path("seeds")
-    embedder: str = DEFAULT_EMBEDDER  # a bundled name or a local sentence-transformers folder
+    embedder: str = DEFAULT_EMBEDDER  # a bundled name, a local sentence-transformers folder or a served model
+    embed_backend: str = "sentence-transformers"  # a key of rag.embed.EMBEDDERS: sentence-transformers | openai
+    embed_base_url: str = ""  # for embed_backend=openai, e.g. http://127.0.0.1:8080/v1
+    query_prefix: str = ""  # prepended to questions before embedding (E5: "query: ")
+    passage_prefix: str = ""  # prepended to article text before embedding (E5: "passage: ")
     chunk_size: int = 700  # characters; ~150 tokens, so 4 chunks fit a small model's budget
     chunk_overlap: int = 100
     index_type: str = "auto"  # auto | flat | hnsw | ivf (auto: flat below store.APPROX_MIN_VECTORS)
@@ -45,6 +49,13 @@ class Settings:
     # prompt
     context_tokens: int = 220  # budget for the evidence sentences in the prompt (~9 ms/token to process)
     max_evidence: int = 6
+    # These three belong to the embedder: tuned on all-MiniLM-L6-v2's cosines, re-tune them with another.
+    # rag.prompt leaves out evidence sentences scoring this far below the best (cosine + 0.75 overlap).
+    evidence_margin: float = 0.5
+    # rag.cite rescales cosine from [floor, ceiling] to [0, 1]: MiniLM gives ~0.2 to unrelated news
+    # sentences and ~0.8 to paraphrases.
+    cosine_floor: float = 0.2
+    cosine_ceiling: float = 0.8
     # generation
     model: str = DEFAULT_MODEL  # a bundled name or a path to any GGUF instruct model
     backend: str = "llama"  # llama | openai
@@ -66,15 +77,6 @@ class Settings:
     # guards
     max_question_chars: int = 2000
     answer_cache_size: int = 256
-
-    @property
-    def index_key(self) -> dict[str, Any]:
-        """The settings that shape the stored index."""
-        return {"embedder": self.embedder, "chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap}
-
-    @property
-    def index_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.index_key, sort_keys=True).encode()).hexdigest()[:12]
 
     def replace(self, **changes: Any) -> Settings:
         changes = {k: v for k, v in changes.items() if v is not None}

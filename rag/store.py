@@ -33,6 +33,7 @@ import numpy as np
 from .chunk import chunk_article
 from .errors import IndexCorruptError, IndexMismatchError, IndexMissingError, InputError, RagError
 from .ingest import CLEANER_VERSION, iter_paths, load_article
+from .readers import formats
 from .records import Article, Block, Chunk
 from .settings import Settings
 
@@ -164,9 +165,12 @@ def check_manifest(manifest: dict[str, Any], settings: Settings, index_dir: Path
         raise IndexMismatchError(f"index at {index_dir} has format version {manifest.get('format_version')}, "
                                  f"this rag reads version {FORMAT_VERSION}; {fix}")
     emb = manifest.get("embedder", {})
-    if emb.get("name") != settings.embedder:
-        raise IndexMismatchError(f"index at {index_dir} was built with embedder {emb.get('name')!r}, "
-                                 f"settings ask for {settings.embedder!r}; {fix}")
+    built = (emb.get("name"), emb.get("backend", "sentence-transformers"), emb.get("passage_prefix", ""))
+    if built != (settings.embedder, settings.embed_backend, settings.passage_prefix):
+        raise IndexMismatchError(f"index at {index_dir} was built with embedder {emb.get('name')!r} "
+                                 f"({built[1]}, passage prefix {built[2]!r}), settings ask for "
+                                 f"{settings.embedder!r} ({settings.embed_backend}, passage prefix "
+                                 f"{settings.passage_prefix!r}); {fix}")
     chunking = manifest.get("chunking", {})
     want = chunking_of(settings)
     if chunking != want:
@@ -229,7 +233,7 @@ def build_index(paths: Iterable[Path], settings: Settings, embedder: Any = None,
                 articles.setdefault(name, a)
         if not articles:
             where = ", ".join(str(p) for p in paths)
-            raise InputError(f"no usable articles in {where} (.txt, .md or .html; "
+            raise InputError(f"no usable articles in {where} ({formats()}; "
                              f"{len(report.skipped)} skipped)")
         old_by_article: dict[str, list[int]] = {}
         if old is not None:
@@ -260,7 +264,7 @@ def build_index(paths: Iterable[Path], settings: Settings, embedder: Any = None,
             if embedder is None:
                 from .embed import get_embedder
 
-                embedder = get_embedder(settings.embedder)
+                embedder = get_embedder(settings)
             say(f"embedding {len(to_embed)} chunks from {len(report.added) + len(report.updated)} articles")
             new_vecs = embedder.embed([c.text for c in to_embed])
             dim = embedder.dim
@@ -355,7 +359,8 @@ def _write_version(index_dir: Path, settings: Settings, articles: dict[str, Arti
     manifest = {
         "format_version": FORMAT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "embedder": {"name": embedder_name, "dim": int(vectors.shape[1])},
+        "embedder": {"name": embedder_name, "dim": int(vectors.shape[1]), "backend": settings.embed_backend,
+                     "passage_prefix": settings.passage_prefix},
         "chunking": chunking_of(settings),
         "splitter": "langchain_text_splitters.RecursiveCharacterTextSplitter",
         "index_type": kind,
@@ -366,8 +371,8 @@ def _write_version(index_dir: Path, settings: Settings, articles: dict[str, Arti
     }
     with open(tmp / "articles.jsonl", "w", encoding="utf-8") as fh:
         for a in articles.values():
-            fh.write(json.dumps({**a.meta(), "text": a.text, "blocks": [[b.start, b.end] for b in a.blocks]},
-                                ensure_ascii=False) + "\n")
+            fh.write(json.dumps({**a.meta(), "text": a.text, "blocks": [[b.start, b.end] for b in a.blocks],
+                                 "pages": list(a.pages)}, ensure_ascii=False) + "\n")
     with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as fh:
         for c in chunks:
             fh.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
@@ -419,4 +424,5 @@ def _read_articles(path: Path) -> Iterator[Article]:
     for line in _jsonl_lines(path):
         d = json.loads(line)
         d["blocks"] = tuple(Block(s, e) for s, e in d.get("blocks", ()))
+        d["pages"] = tuple(d.get("pages", ()))
         yield Article(**d)
