@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from .errors import RagError
+from .files import write_atomic
 from .settings import Settings
 
 
@@ -160,7 +161,8 @@ def ask(settings: Settings, question: str, k: int | None, model: str | None, bac
         if note:
             click.echo(f"({note})")
         for c in answer.citations:
-            click.echo(f"  [{c.marker}] {c.title} ({c.article} {c.start}-{c.end}): “{' '.join(c.quote.split())}”")
+            page = f" p. {c.page}" if c.page else ""
+            click.echo(f"  [{c.marker}] {c.title} ({c.article}{page} {c.start}-{c.end}): “{' '.join(c.quote.split())}”")
 
 
 @main.command()
@@ -195,9 +197,7 @@ def report(settings: Settings, questions_file: Path, out: Path, fmt: str, k: int
             answers.append(assistant.ask(q, k=k))
     text = report_markdown(answers) if fmt == "markdown" else report_json(answers)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    write_atomic(out, text)
     click.echo(f"wrote {len(answers)} answers to {out}")
 
 

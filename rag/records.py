@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
-def _short(text: str, n: int = 60) -> str:
+def short(text: str, n: int = 60) -> str:
+    """``text`` on one line, cut to ``n`` characters with an ellipsis."""
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 1] + "…"
 
@@ -40,7 +41,7 @@ class Article:
     pages: tuple[int, ...] = ()  # start offset of page 1, 2, ... in ``text``, for paged formats (PDF)
 
     def __repr__(self) -> str:
-        return f"Article(name={self.name!r}, title={_short(self.title)!r}, blocks={len(self.blocks)})"
+        return f"Article(name={self.name!r}, title={short(self.title)!r}, blocks={len(self.blocks)})"
 
     @property
     def about(self) -> str:
@@ -73,7 +74,7 @@ class Chunk:
     page: int | None = None  # 1-based page of a paged format (a chunk never crosses a page)
 
     def __repr__(self) -> str:
-        return f"Chunk({self.chunk_id!r}, {self.start}:{self.end}, {_short(self.text)!r})"
+        return f"Chunk({self.chunk_id!r}, {self.start}:{self.end}, {short(self.text)!r})"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -32,6 +32,7 @@ import numpy as np
 
 from .chunk import chunk_article
 from .errors import IndexCorruptError, IndexMismatchError, IndexMissingError, InputError, RagError
+from .files import write_atomic
 from .ingest import CLEANER_VERSION, iter_paths, load_article
 from .readers import formats
 from .records import Article, Block, Chunk
@@ -384,10 +385,7 @@ def _write_version(index_dir: Path, settings: Settings, articles: dict[str, Arti
         _fsync(f)
     final = index_dir / name
     os.replace(tmp, final)
-    pointer_tmp = index_dir / f".CURRENT.{uuid.uuid4().hex[:6]}"
-    pointer_tmp.write_text(name + "\n", encoding="utf-8")
-    _fsync(pointer_tmp)
-    os.replace(pointer_tmp, index_dir / "CURRENT")
+    write_atomic(index_dir / "CURRENT", name + "\n")
     _fsync(index_dir)
     _remove_stale_versions(index_dir)
     return final

@@ -64,7 +64,7 @@ def html_scores() -> dict[str, dict[str, tuple[float, float]]]:
 def test_one_table_lists_the_formats_everywhere(tmp_path: Path) -> None:
     from ui.service import UPLOAD_SUFFIXES
 
-    assert SUFFIXES == tuple(READERS) and UPLOAD_SUFFIXES == SUFFIXES
+    assert tuple(READERS) == SUFFIXES and UPLOAD_SUFFIXES == SUFFIXES
     for suffix in (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx"):
         assert suffix in READERS and suffix in formats()
     for name in ("a.PDF", "b.docx", "c.htm", "d.odt", ".hidden.pdf"):

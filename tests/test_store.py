@@ -145,7 +145,8 @@ def test_huge_question_is_refused() -> None:
 def test_real_embedder_and_faiss(real_index, real_embedder, real_settings) -> None:
     """The bundled MiniLM model and a real FAISS index find the passage with the answer."""
     r = Retriever(real_index, real_embedder, real_settings)
-    assert real_index.manifest["embedder"] == {"name": "all-MiniLM-L6-v2", "dim": 384}
+    assert real_index.manifest["embedder"] == {"name": "all-MiniLM-L6-v2", "dim": 384,
+                                               "backend": "sentence-transformers", "passage_prefix": ""}
     cases = {
         "Which chip powers the Mate 60 phone?": "Kirin 9000S",
         "How much did the Sora Index rise?": "11.4 per cent",
