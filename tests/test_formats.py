@@ -199,3 +199,53 @@ def test_docx_title_from_properties_paragraphs_and_table(tmp_path: Path) -> None
     broken.write_bytes(b"PK\x03\x04 not a zip")
     with pytest.raises(InputError, match="broken.docx: not a readable .docx"):
         load_article(broken)
+
+
+# -- uploads in the chat --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["pdf", "docx", "html"])
+def test_chat_upload_reads_every_format(kind: str, settings, fake_embedder, fake_llm, tmp_path: Path,
+                                        news_pdf: Path) -> None:
+    """The upload path goes through the same table and checks: the file is copied byte for byte, indexed,
+    and an answer from it cites it (with the page for the PDF)."""
+    from rag.answer import Assistant
+    from rag.store import build_index
+    from ui.service import Service
+
+    from .conftest import SEEDS
+
+    build_index([SEEDS], settings, embedder=fake_embedder)
+    service = Service(Assistant(settings, embedder=fake_embedder, llm=fake_llm))
+    src = {"pdf": lambda: news_pdf, "docx": lambda: make_news_docx(tmp_path / "clip.docx"),
+           "html": lambda: HTML_DIR / "rail.html"}[kind]()
+    added = service.add_article(src, f"upload.{kind}")
+    assert (service.uploads_dir / f"upload.{kind}").read_bytes() == src.read_bytes()
+    assert "Added" in added.message()
+    question, claim = {
+        "pdf": ("How many turbines will be installed?", "Under the plan, 48 turbines will be installed [1]."),
+        "docx": ("How many cargo bikes can members borrow?", "Members can borrow one of six bikes [1]."),
+        "html": ("How long will the rail line close?", "The rail line will close for 18 months [1]."),
+    }[kind]
+    fake_llm.enqueue(claim)
+    answer = service.assistant().ask(question)
+    assert answer.answerable and answer.citations[0].article == f"upload.{kind}", answer
+    c = answer.citations[0]
+    assert c.quote == service.assistant().store.articles[c.article].text[c.start:c.end]
+    assert c.page == (2 if kind == "pdf" else None)
+
+
+def test_chat_upload_of_a_broken_pdf_is_refused_and_changes_nothing(settings, fake_embedder, fake_llm,
+                                                                    tmp_path: Path) -> None:
+    from rag.answer import Assistant
+    from rag.store import build_index
+    from ui.service import Service
+
+    from .conftest import SEEDS
+
+    build_index([SEEDS], settings, embedder=fake_embedder)
+    service = Service(Assistant(settings, embedder=fake_embedder, llm=fake_llm))
+    bad = tmp_path / "gradio-tmp.pdf"
+    bad.write_bytes(b"%PDF-1.7 truncated")
+    with pytest.raises(InputError, match=r"^paper\.pdf: not a readable PDF"):
+        service.add_article(bad, "paper.pdf")
+    assert not (service.uploads_dir / "paper.pdf").exists()
