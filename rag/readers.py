@@ -148,7 +148,7 @@ def read_pdf(data: bytes, path: Path) -> Read:
     in. Wrapped lines of a paragraph are joined by a space (a hyphen at a line end followed by a small
     letter is dropped). Running headers and footers (the first or last line of a page that recurs on
     other pages with only digits changed) and bare page numbers are kept, labelled ``furniture``.
-    Title: the document's Title property, else the largest-type line of page 1.
+    Title: the document's Title property unless it is a placeholder, else the largest-type line(s) of page 1.
     """
     import pypdfium2 as pdfium
 
@@ -190,7 +190,7 @@ def read_pdf(data: bytes, path: Path) -> Read:
     text = "".join(text_parts)
     if not text.strip():
         raise InputError(f"{path}: the PDF has no text layer (a scan?); OCR it first")
-    title = (meta.get("Title") or "").strip() or _headline(pages[0] if pages else [])
+    title = _useful_title(meta.get("Title") or "") or _headline(pages[0] if pages else [])
     return Read(text, title=title or None, date=_pdf_date(meta.get("CreationDate", "")),
                 author=(meta.get("Author") or "").strip() or None, pages=tuple(starts), labels=tuple(labels))
 
@@ -334,6 +334,14 @@ def _join(lines: list[str]) -> str:
         broken = re.search(r"[A-Za-z]-$", out) and ln[:1].islower()  # "govern-" + "ment"
         out = out[:-1] + ln if broken else f"{out} {ln}"
     return out
+
+
+def _useful_title(title: str) -> str | None:
+    """The Title property, unless it is a tool's placeholder ("untitled", "Microsoft Word - x.docx")."""
+    title = " ".join(title.split())
+    if re.fullmatch(r"(?i)untitled|.*\.(docx?|pdf|indd|qxd|rtf|odt)|microsoft word - .*|", title):
+        return None
+    return title
 
 
 def _headline(lines: list[_Line]) -> str | None:

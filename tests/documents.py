@@ -45,8 +45,9 @@ PDF_PAGES = [
 ]
 
 
-def make_news_pdf(path: Path) -> Path:
-    """Write the two-page, two-column PDF to ``path``."""
+def make_news_pdf(path: Path, title: str | None = PDF_TITLE) -> Path:
+    """Write the two-page, two-column PDF to ``path``; ``title`` is its Title property (None: reportlab's
+    placeholder "untitled")."""
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.utils import simpleSplit
     from reportlab.pdfgen import canvas
@@ -55,7 +56,8 @@ def make_news_pdf(path: Path) -> Path:
     margin, gutter, size, leading = 50.0, 24.0, 10.0, 12.5
     col_w = (width - 2 * margin - gutter) / 2
     c = canvas.Canvas(str(path), pagesize=A4, invariant=1)
-    c.setTitle(PDF_TITLE)
+    if title:
+        c.setTitle(title)
     c.setAuthor("Ines Carvalho")
     for page_no, paragraphs in enumerate(PDF_PAGES, start=1):
         c.setFont("Times-Roman", 8)

@@ -166,6 +166,11 @@ def test_pdf_chunks_carry_their_page_and_never_cross_one(news_pdf: Path) -> None
     assert turbines.page == 2
 
 
+def test_pdf_title_falls_back_to_the_headline(tmp_path: Path) -> None:
+    path = make_news_pdf(tmp_path / "untitled.pdf", title=None)
+    assert read_pdf(path.read_bytes(), path).title == PDF_TITLE
+
+
 def test_pdf_without_text_or_broken_gets_a_clear_error(tmp_path: Path) -> None:
     from reportlab.pdfgen import canvas
 
