@@ -358,6 +358,33 @@ def _pdf_date(raw: str) -> str | None:
     return f"{m.group(1)}-{m.group(2)}-{m.group(3)}" if m else None
 
 
+# -- e-mail -----------------------------------------------------------------------------------------------
+
+def read_eml(data: bytes, path: Path) -> Read:
+    """A saved e-mail (a newsletter, a clipping service's message): subject as title, sender as source,
+    its date; the plain-text part, else the HTML part through ``read_html``."""
+    from email import policy
+    from email.message import EmailMessage
+    from email.parser import BytesParser
+    from email.utils import parsedate_to_datetime
+
+    msg = BytesParser(policy=policy.default).parsebytes(data)
+    if not isinstance(msg, EmailMessage) or not msg["from"]:
+        raise InputError(f"{path}: not an e-mail message (no From header)")
+    part = msg.get_body(preferencelist=("plain", "html"))
+    if part is None:
+        raise InputError(f"{path}: the e-mail has no text or HTML body")
+    body = part.get_content().encode("utf-8")
+    read = read_html(body, path) if part.get_content_subtype() == "html" else read_plain(body, path)
+    try:
+        date = parsedate_to_datetime(str(msg["date"])).date().isoformat() if msg["date"] else read.date
+    except (TypeError, ValueError):
+        date = read.date
+    return Read(read.text, title=str(msg["subject"] or "") or read.title, date=date,
+                source=msg["from"].addresses[0].display_name or str(msg["from"]), author=read.author,
+                labels=read.labels)
+
+
 # -- the table ----------------------------------------------------------------------------------------------
 
 READERS: dict[str, Reader] = {
@@ -368,6 +395,7 @@ READERS: dict[str, Reader] = {
     ".htm": read_html,
     ".pdf": read_pdf,
     ".docx": read_docx,
+    ".eml": read_eml,
 }
 SUFFIXES = tuple(READERS)
 

@@ -70,7 +70,7 @@ def test_one_table_lists_the_formats_everywhere(tmp_path: Path) -> None:
     for name in ("a.PDF", "b.docx", "c.htm", "d.odt", ".hidden.pdf"):
         (tmp_path / name).write_bytes(b"x")
     assert [p.name for p in iter_paths([tmp_path])] == ["a.PDF", "b.docx", "c.htm"]
-    with pytest.raises(InputError, match=r"d\.odt: unsupported file type '\.odt'; use \.txt, .* or \.docx"):
+    with pytest.raises(InputError, match=r"d\.odt: unsupported file type '\.odt'; use \.txt, .*\.pdf, .*\.docx"):
         load_article(tmp_path / "d.odt")
 
 
@@ -254,3 +254,29 @@ def test_chat_upload_of_a_broken_pdf_is_refused_and_changes_nothing(settings, fa
     with pytest.raises(InputError, match=r"^paper\.pdf: not a readable PDF"):
         service.add_article(bad, "paper.pdf")
     assert not (service.uploads_dir / "paper.pdf").exists()
+
+
+def test_eml_plain_and_html_bodies(tmp_path: Path) -> None:
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"] = "Harbour Weekly <news@harbour.example>"
+    msg["Subject"] = "Ferry timetable changes from June"
+    msg["Date"] = "Mon, 06 May 2024 07:30:00 +0000"
+    msg.set_content("The island ferry will run every 40 minutes from June, the operator said on Monday.\n")
+    plain = tmp_path / "ferry.eml"
+    plain.write_bytes(msg.as_bytes())
+    a = load_article(plain)
+    assert (a.title, a.source, a.date) == ("Ferry timetable changes from June", "Harbour Weekly", "2024-05-06")
+    assert [a.text[b.start:b.end] for b in a.blocks] == [
+        "The island ferry will run every 40 minutes from June, the operator said on Monday."]
+    html_only = EmailMessage()
+    for h in ("From", "Subject", "Date"):
+        html_only[h] = msg[h]
+    html_only.set_content((HTML_DIR / "rail.html").read_text(encoding="utf-8"), subtype="html")
+    (tmp_path / "rail.eml").write_bytes(html_only.as_bytes())
+    b = load_article(tmp_path / "rail.eml")
+    assert b.title == "Ferry timetable changes from June" and "Skarp viaduct" in b.text and "cookies" not in b.text
+    (tmp_path / "junk.eml").write_bytes(b"no headers here, just words in a file that is not mail")
+    with pytest.raises(InputError, match="junk.eml: not an e-mail message"):
+        load_article(tmp_path / "junk.eml")
