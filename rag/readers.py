@@ -380,8 +380,9 @@ def read_eml(data: bytes, path: Path) -> Read:
         date = parsedate_to_datetime(str(msg["date"])).date().isoformat() if msg["date"] else read.date
     except (TypeError, ValueError):
         date = read.date
+    senders = getattr(msg["from"], "addresses", ())
     return Read(read.text, title=str(msg["subject"] or "") or read.title, date=date,
-                source=msg["from"].addresses[0].display_name or str(msg["from"]), author=read.author,
+                source=(senders[0].display_name if senders else "") or str(msg["from"]), author=read.author,
                 labels=read.labels)
 
 
