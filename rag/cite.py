@@ -309,5 +309,6 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
         source = texts_by_article[ev.chunk.article]
         citations.append(Citation(marker=new_num[m], article=ev.chunk.article, title=ev.chunk.title,
                                   chunk_id=ev.chunk.chunk_id, start=a, end=b, quote=source[a:b],
-                                  support=supports[m], role=ev.chunk.role))
+                                  support=supports[m], role=ev.chunk.role,
+                                  page=ev.chunk.page))
     return Verified(text, True, tuple(citations), tuple(checks))

@@ -14,7 +14,7 @@ from rag.errors import IndexCorruptError, IndexMismatchError, IndexMissingError,
 from rag.ingest import CLEANER_VERSION
 from rag.retrieve import Retriever, check_question, tokenize
 from rag.settings import Settings
-from rag.store import IndexStore, build_index
+from rag.store import FORMAT_VERSION, IndexStore, build_index
 
 from .conftest import ROOT, SEEDS
 
@@ -109,7 +109,7 @@ def test_changed_settings_trigger_full_rebuild(settings: Settings, seeds_copy: P
     manifest = json.loads((IndexStore.load(settings.index_dir, settings.replace(chunk_size=300)).path /
                            "manifest.json").read_text())
     assert manifest["chunking"] == {"chunk_size": 300, "chunk_overlap": 100, "cleaner_version": CLEANER_VERSION}
-    assert manifest["index_type"] == "flat" and manifest["format_version"] == 2
+    assert manifest["index_type"] == "flat" and manifest["format_version"] == FORMAT_VERSION
     assert set(manifest["articles"]) == {p.name for p in SEEDS.glob("*.txt")}
 
 
@@ -145,7 +145,8 @@ def test_huge_question_is_refused() -> None:
 def test_real_embedder_and_faiss(real_index, real_embedder, real_settings) -> None:
     """The bundled MiniLM model and a real FAISS index find the passage with the answer."""
     r = Retriever(real_index, real_embedder, real_settings)
-    assert real_index.manifest["embedder"] == {"name": "all-MiniLM-L6-v2", "dim": 384}
+    assert real_index.manifest["embedder"] == {"name": "all-MiniLM-L6-v2", "dim": 384,
+                                               "backend": "sentence-transformers", "passage_prefix": ""}
     cases = {
         "Which chip powers the Mate 60 phone?": "Kirin 9000S",
         "How much did the Sora Index rise?": "11.4 per cent",
