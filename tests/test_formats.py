@@ -9,7 +9,9 @@ selectolax extractor it replaced, both through the same line labelling (``rag.ro
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -287,3 +289,37 @@ def test_eml_plain_and_html_bodies(tmp_path: Path) -> None:
     (tmp_path / "junk.eml").write_bytes(b"no headers here, just words in a file that is not mail")
     with pytest.raises(InputError, match="junk.eml: not an e-mail message"):
         load_article(tmp_path / "junk.eml")
+
+
+# -- both stores ----------------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(importlib.util.find_spec("milvus_lite") is None, reason="needs pymilvus and milvus-lite")
+def test_a_pdf_through_milvus_lite_keeps_pages_and_roles(settings, fake_embedder, fake_llm, news_pdf: Path,
+                                                         tmp_path: Path) -> None:
+    """Both stores read articles through ``rag.store.read_articles``: Milvus gets every format, and its
+    stored articles and chunks carry the same pages and role labels as the folder store's."""
+    from rag.answer import Assistant
+    from rag.store import build_index
+    from rag.stores import open_store
+    from rag.stores.milvus import disconnect
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy(news_pdf, corpus / "courier.pdf")
+    uri = str(tmp_path / "lite" / "x.db")
+    milvus = settings.replace(store=f"milvus:{uri}")
+    try:
+        build_index([corpus], settings, fake_embedder)
+        build_index([corpus], milvus, fake_embedder)
+        folder, store = open_store(settings), open_store(milvus)
+        assert store.articles["courier.pdf"].to_dict() == folder.articles["courier.pdf"].to_dict()
+        assert sorted(repr(c.to_dict()) for c in store.chunks) == sorted(repr(c.to_dict()) for c in folder.chunks)
+        assert {(c.page, c.role) for c in store.chunks} >= {(1, Role.BODY), (2, Role.BODY), (1, Role.SITE),
+                                                            (2, Role.FOOTER)}
+        fake_llm.enqueue("Under the plan, 48 turbines will be installed [1].")
+        answer = Assistant(milvus, embedder=fake_embedder, llm=fake_llm).ask("How many turbines will be installed?")
+        cited = answer.to_dict()["citations"]
+        assert answer.answerable and cited and cited[0]["page"] == 2 and cited[0]["role"] == "body", cited
+        assert "48 turbines" in cited[0]["quote"]
+    finally:
+        disconnect(uri)
