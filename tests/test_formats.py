@@ -118,8 +118,29 @@ def test_html_body_precision_and_recall_against_the_hand_marked_truth(capsys: py
 def test_html_metadata(stem: str, title: str, date: str, author: str, source: str) -> None:
     a = load_article(HTML_DIR / f"{stem}.html")
     assert (a.title, a.date, a.author, a.source) == (title, date, author, source)
-    for chrome in ("cookies", "gtag", "Subscribe", "Most read", "dataLayer", "Advertisement"):
-        assert chrome not in a.text
+    for script in ("gtag", "dataLayer", "googletag"):  # scripts are not readable text
+        assert script not in a.text
+    for chrome in ("cookies", "Subscribe", "Most read", "Advertisement", "Sign in", "Got it!"):
+        for at in (m.start() for m in re.finditer(re.escape(chrome), a.text)):  # kept, labelled, never body
+            assert [b.role for b in a.blocks if b.start <= at < b.end] not in ([], [Role.BODY]), (chrome, a.name)
+
+
+def test_html_text_outside_the_main_text_stays_findable_labelled() -> None:
+    """Every line the old extractor found, and more (nav, banner, standfirst, captions), is in the text,
+    after trafilatura's main text and labelled by role, never body; the figcaption is a caption."""
+    for stem in PAGES:
+        path = HTML_DIR / f"{stem}.html"
+        a = load_article(path)
+        flat = " ".join(a.text.split())
+        old, _ = selectolax_html_to_text(path.read_text(encoding="utf-8"))
+        assert [ln for ln in old.split("\n\n") if " ".join(ln.split()) not in flat] == [], stem
+    a = load_article(HTML_DIR / "harbour.html")
+    for line, roles in (("Dockworkers accept a 6.5 per cent pay rise as ships queue off the coast", None),
+                        ("Container cranes stood idle at the Port of Valmora", [Role.CAPTION]),
+                        ("Switch your energy supplier today", [Role.SITE])):
+        at = a.text.index(line)
+        got = [b.role for b in a.blocks if b.start <= at < b.end]
+        assert got == (roles or got) and got and got != [Role.BODY], (line, got)
 
 
 def test_html_comments_are_kept_labelled_not_body() -> None:
@@ -285,7 +306,8 @@ def test_eml_plain_and_html_bodies(tmp_path: Path) -> None:
     html_only.set_content((HTML_DIR / "rail.html").read_text(encoding="utf-8"), subtype="html")
     (tmp_path / "rail.eml").write_bytes(html_only.as_bytes())
     b = load_article(tmp_path / "rail.eml")
-    assert b.title == "Ferry timetable changes from June" and "Skarp viaduct" in b.text and "cookies" not in b.text
+    assert b.title == "Ferry timetable changes from June" and "Skarp viaduct" in b.text
+    assert all(b.text[k.start:k.end].find("cookies") < 0 for k in b.blocks if k.role is Role.BODY)
     (tmp_path / "junk.eml").write_bytes(b"no headers here, just words in a file that is not mail")
     with pytest.raises(InputError, match="junk.eml: not an e-mail message"):
         load_article(tmp_path / "junk.eml")
