@@ -22,7 +22,7 @@ from statistics import median
 from typing import Any
 
 from .errors import InputError
-from .roles import Role, label_lines
+from .roles import Line, Role, label_lines
 
 PAGE_BREAK = "\n\f\n"  # between the pages of a paged format; str.splitlines() treats \f as a line end
 
@@ -77,8 +77,7 @@ def read_html(data: bytes, path: Path) -> Read:
     Paragraphs are joined by blank lines. What trafilatura leaves out but a reader of the page can read
     (headline, standfirst, navigation, cookie banner, captions, related links, newsletter boxes) follows
     the main text, one block per line in page order, and reader comments come last: all kept and
-    labelled by the line rules, never as body (a line they would call body is labelled ``site``; a
-    ``<figcaption>`` is a caption).
+    labelled by the line rules, never as body (``_html_role``).
     Scripts, styles, HTML comments and attributes are not readable text and are left out.
     """
     import trafilatura  # ~0.3 s import: only when an HTML file is read
@@ -97,14 +96,23 @@ def read_html(data: bytes, path: Path) -> Read:
     if rest:
         start = len(text) + 2
         text = f"{text}\n\n{rest}"
-        roles += [(start + ln.start, start + ln.end, Role.CAPTION if ln.text in captions
-                   else Role.SITE if ln.role is Role.BODY else ln.role)
+        roles += [(start + ln.start, start + ln.end, _html_role(ln, captions, doc.author))
                   for ln in label_lines(rest, title=doc.title) if not ln.drop]
     if comments:
         roles.append((len(text) + 2, len(text) + 2 + len(comments), Role.SITE))
         text = f"{text}\n\n{comments}"
     return Read(text, title=doc.title or None, date=doc.date or None, source=doc.sitename or None,
                 author=doc.author or None, roles=tuple(roles))
+
+
+def _html_role(line: Line, captions: set[str], author: str | None) -> Role:
+    """The role of a line outside trafilatura's main text: what the page's markup says (a figcaption, a
+    short line naming the author), else the line rules' role, but never body."""
+    if line.text in captions:
+        return Role.CAPTION
+    if author and author in line.text and len(line.text.split()) <= 12:
+        return Role.BYLINE
+    return Role.SITE if line.role is Role.BODY else line.role
 
 
 _BLOCK_TAGS = ("p", "div", "li", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "td", "th", "dt", "dd",

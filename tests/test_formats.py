@@ -127,7 +127,8 @@ def test_html_metadata(stem: str, title: str, date: str, author: str, source: st
 
 def test_html_text_outside_the_main_text_stays_findable_labelled() -> None:
     """Every line the old extractor found, and more (nav, banner, standfirst, captions), is in the text,
-    after trafilatura's main text and labelled by role, never body; the figcaption is a caption."""
+    after trafilatura's main text and labelled by role, never body; the figcaption is a caption, the line
+    naming the author a byline."""
     for stem in PAGES:
         path = HTML_DIR / f"{stem}.html"
         a = load_article(path)
@@ -137,7 +138,8 @@ def test_html_text_outside_the_main_text_stays_findable_labelled() -> None:
     a = load_article(HTML_DIR / "harbour.html")
     for line, roles in (("Dockworkers accept a 6.5 per cent pay rise as ships queue off the coast", None),
                         ("Container cranes stood idle at the Port of Valmora", [Role.CAPTION]),
-                        ("Switch your energy supplier today", [Role.SITE])):
+                        ("Switch your energy supplier today", [Role.SITE]),
+                        ("By Marta Ilves, Business correspondent", [Role.BYLINE])):  # names the author
         at = a.text.index(line)
         got = [b.role for b in a.blocks if b.start <= at < b.end]
         assert got == (roles or got) and got and got != [Role.BODY], (line, got)
