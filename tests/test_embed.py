@@ -41,8 +41,22 @@ def test_query_and_passage_get_their_own_prefix_and_cache() -> None:
     assert not np.allclose(q, p)
     e.embed_cached(["harbour strike"], "query")
     assert len(e.seen) == 2  # cached per kind
-    plain = HashEmbedder()
+    plain = PrefixedHash()
     assert np.allclose(plain.embed(["a b"], "query"), plain.embed(["a b"]))  # no prefixes: the same vector
+    plain.seen.clear()
+    plain.embed_cached(["harbour strike"], "query")
+    plain.embed_cached(["harbour strike", "ferry"])
+    assert plain.seen == ["harbour strike", "ferry"]  # and one cached vector: a question is embedded once
+
+
+@pytest.mark.real
+def test_the_bundled_minilm_runs_in_numpy_through_the_table() -> None:
+    """The default backend keeps main's choice: a plain-BERT folder (the bundled MiniLM) gets the numpy
+    BertEmbedder, with the settings' prefixes."""
+    from rag.embed import BertEmbedder, local_embedder
+
+    e = local_embedder("all-MiniLM-L6-v2", "query: ", "passage: ")
+    assert isinstance(e, BertEmbedder) and e.prefixes == {"query": "query: ", "passage": "passage: "}
 
 
 def test_a_new_backend_is_one_table_entry(monkeypatch: pytest.MonkeyPatch) -> None:
