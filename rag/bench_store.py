@@ -168,11 +168,12 @@ def _build(settings: Any, n: int, queries: int) -> dict[str, Any]:
 
         uri, name = target(settings)
         writer = CollectionWriter(connect(uri), name, vectors.shape[1])
-        about = {a.name: f"{a.title} {a.source or ''}" for a in articles.values()}
+        from .chunk import lexical_text
+
         for a in articles.values():
             writer.add_article(a)
         for c, v in zip(chunks, vectors, strict=True):
-            writer.add_chunk(c, v, about[c.article])
+            writer.add_chunk(c, v, lexical_text(c, articles[c.article], settings.role_context))
         writer.commit(settings, settings.embedder)
     else:
         from .store import _write_version, write_lock

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from .records import Article, Chunk
-from .roles import Role
+from .roles import Role, role_phrase
 
 if TYPE_CHECKING:
     from langchain_text_splitters import RecursiveCharacterTextSplitter
@@ -85,6 +85,30 @@ def chunk_article(article: Article, chunk_size: int, chunk_overlap: int) -> list
                 page=article.page_at(start),
             ))
     return chunks
+
+
+def search_text(chunk: Chunk, article: Article, context: bool = True, context_chars: int = 200) -> str:
+    """What retrieval matches a chunk on (embedding and BM25); the cited span stays ``chunk.text``.
+
+    Article text is matched as it is. A caption, credit, related headline or footer says little alone
+    ("Photo: Xinhua"), so it is matched together with what a reader sees around it: its role's phrase
+    and the first ``context_chars`` of the kept line just before and just after it. "Who supplied the
+    picture for the item on telecom AI models?" then finds the credit through the item it illustrates.
+    """
+    if not context or chunk.role is Role.BODY:
+        return chunk.text
+    before = next((b for b in reversed(article.blocks) if b.end <= chunk.start), None)
+    after = next((b for b in article.blocks if b.start >= chunk.end), None)
+    around = [" ".join(article.text[b.start:b.end][:context_chars].split()) for b in (before, after) if b]
+    return "\n".join([f"({role_phrase(chunk.role)}) {chunk.text}", *around])
+
+
+def lexical_text(chunk: Chunk, article: Article | None, context: bool = True) -> str:
+    """What BM25 indexes: title and source (questions name them: "the China Daily piece"), then
+    :func:`search_text`."""
+    if article is None:
+        return f"{chunk.title} {chunk.text}"
+    return f"{article.title} {article.source or ''} {search_text(chunk, article, context)}"
 
 
 def _locate(section: str, piece: str, prev_start: int, prev_end: int, overlap: int) -> int:

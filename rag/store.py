@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .chunk import chunk_article
+from .chunk import chunk_article, search_text
 from .errors import IndexCorruptError, IndexMismatchError, IndexMissingError, InputError, RagError
 from .files import write_atomic
 from .ingest import CLEANER_VERSION, coverage, iter_paths, load_article
@@ -199,7 +199,7 @@ def embedder_record(settings: Settings, name: str, dim: int) -> dict[str, Any]:
 def chunking_of(settings: Settings) -> dict[str, int]:
     """What shapes the chunks; an index built otherwise must be rebuilt."""
     return {"chunk_size": settings.chunk_size, "chunk_overlap": settings.chunk_overlap,
-            "cleaner_version": CLEANER_VERSION}
+            "cleaner_version": CLEANER_VERSION, "role_context": int(settings.role_context)}
 
 
 @contextmanager
@@ -285,7 +285,8 @@ def build_index(paths: Iterable[Path], settings: Settings, embedder: Any = None,
 
                 embedder = get_embedder(settings)
             say(f"embedding {len(to_embed)} chunks from {len(report.added) + len(report.updated)} articles")
-            new_vecs = embedder.embed([c.text for c in to_embed])
+            new_vecs = embedder.embed([search_text(c, articles[c.article], settings.role_context)
+                                       for c in to_embed])
             dim = embedder.dim
         report.embedded_chunks = len(to_embed)
         vectors = np.stack([new_vecs[r] if isinstance(r, int) else r for r in rows]).astype(np.float32) \

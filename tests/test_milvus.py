@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from rag.answer import Assistant
+from rag.chunk import search_text
 from rag.errors import IndexMismatchError, IndexMissingError
 from rag.retrieve import terms
 from rag.settings import Settings
@@ -102,7 +103,7 @@ def test_incremental_add_change_remove(milvus: Settings, fake_embedder: HashEmbe
     # An unchanged article's chunks kept their vectors: each finds itself first.
     kept = [c for c in after.chunks if c.article == files[2].name]
     for c in kept[:3]:
-        hits = after.dense(fake_embedder.embed([c.text])[0], 3)
+        hits = after.dense(fake_embedder.embed([search_text(c, after.articles[c.article])])[0], 3)
         assert hits[0][0] == c.chunk_id or hits[0][1] == pytest.approx(hits[1][1])
     # Nothing changed: nothing is written, the version stays.
     again = build_index([seeds_copy], milvus, fake_embedder)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.chunk import chunk_article
+from rag.chunk import chunk_article, search_text
 from rag.errors import IndexMismatchError
 from rag.evaluate import GOLD_FIELDS, load_gold
 from rag.ingest import coverage, load_article, parse_article
@@ -247,3 +247,27 @@ def test_a_file_of_only_furniture_is_refused_with_a_reason(tmp_path: Path) -> No
     with pytest.raises(InputError, match="only page furniture"):
         load_article(f)
     assert parse_article("Leave a Reply\n", "x.txt").blocks  # the parser itself still labels it
+
+
+def test_search_text_gives_furniture_its_role_and_neighbours_and_leaves_body_alone() -> None:
+    article = load_article(SEEDS / "002_03be9f1c06671bc9.txt")
+    chunks = chunk_article(article)
+    credit = next(c for c in chunks if c.text == "Photo: Xinhua")
+    text = search_text(credit, article)
+    assert text.startswith(f"({role_phrase(Role.CAPTION)}) Photo: Xinhua\n")
+    assert "The telecommunications industry is rushing" in text  # the item the credit sits on
+    assert len(text) < len(credit.text) + 2 * 200 + 80  # neighbours are clipped
+    assert search_text(credit, article, context=False) == credit.text
+    body = next(c for c in chunks if c.role is Role.BODY)
+    assert search_text(body, article) == body.text
+    assert article.text[credit.start:credit.end] == credit.text  # the cited span is unchanged
+
+
+@pytest.mark.real
+def test_a_credit_is_found_through_the_item_it_illustrates(real_index, real_embedder, real_settings) -> None:
+    retriever = Retriever(real_index, real_embedder, real_settings)
+    question = "Which news agency supplied the picture for the item on Huawei and ZTE telecom AI models?"
+    assert "Photo: Xinhua" in [p.chunk.text for p in retriever.search(question, 5)]
+    plain = real_settings.replace(role_context=False)
+    assert search_text(next(c for c in real_index.chunks if c.text == "Photo: Xinhua"),
+                       real_index.articles["002_03be9f1c06671bc9.txt"], plain.role_context) == "Photo: Xinhua"

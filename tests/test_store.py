@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from rag.chunk import search_text
 from rag.errors import IndexCorruptError, IndexMismatchError, IndexMissingError, InputError
 from rag.ingest import CLEANER_VERSION
 from rag.retrieve import Retriever, check_question, tokenize
@@ -43,7 +44,7 @@ def test_incremental_index(settings: Settings, seeds_copy: Path, fake_embedder) 
     assert "001_fec9117f088a86d3.txt" not in store.articles
     assert all(c.article != "001_fec9117f088a86d3.txt" for c in store.chunks)
     # vectors kept for unchanged articles are the ones their chunks had
-    fresh = fake_embedder.embed([c.text for c in store.chunks])
+    fresh = fake_embedder.embed([search_text(c, store.articles[c.article]) for c in store.chunks])
     assert abs(fresh - store.vectors).max() < 1e-5
 
 
@@ -108,7 +109,10 @@ def test_changed_settings_trigger_full_rebuild(settings: Settings, seeds_copy: P
     assert report.rebuilt_reason and report.embedded_chunks == report.total_chunks
     manifest = json.loads((IndexStore.load(settings.index_dir, settings.replace(chunk_size=300)).path /
                            "manifest.json").read_text())
-    assert manifest["chunking"] == {"chunk_size": 300, "chunk_overlap": 100, "cleaner_version": CLEANER_VERSION}
+    assert manifest["chunking"] == {"chunk_size": 300, "chunk_overlap": 100, "cleaner_version": CLEANER_VERSION,
+                                    "role_context": 1}
+    again = build_index([seeds_copy], settings.replace(chunk_size=300, role_context=False), fake_embedder)
+    assert again.rebuilt_reason and "role_context" in again.rebuilt_reason  # furniture re-embedded without context
     assert manifest["index_type"] == "flat" and manifest["format_version"] == FORMAT_VERSION
     assert set(manifest["articles"]) == {p.name for p in SEEDS.glob("*.txt")}
 

@@ -63,13 +63,14 @@ class FolderStore:
         if self._bm25 is None:
             import bm25s
 
+            from ..chunk import lexical_text
             from ..retrieve import terms
 
             logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets itself to DEBUG on import
             bm25 = bm25s.BM25()
-            # Title and source go into each chunk's terms: questions name them ("the China Daily piece").
-            sources = {n: f"{a.title} {a.source or ''}" for n, a in self.index.articles.items()}
-            corpus = [terms(f"{sources.get(c.article, c.title)} {c.text}") or ["∅"] for c in self.index.chunks]
+            context = bool(self.manifest.get("chunking", {}).get("role_context"))  # as the vectors were built
+            articles = self.index.articles
+            corpus = [terms(lexical_text(c, articles.get(c.article), context)) or ["∅"] for c in self.index.chunks]
             if corpus:
                 bm25.index(corpus, show_progress=False)
             df = Counter(t for doc in corpus for t in set(doc))

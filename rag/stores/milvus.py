@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from ..chunk import chunk_article
+from ..chunk import chunk_article, lexical_text, search_text
 from ..errors import IndexCorruptError, IndexMissingError, InputError, RagError
 from ..readers import formats
 from ..records import Article, Chunk
@@ -437,7 +437,8 @@ class CollectionWriter:
                 "dense": [0.0, 0.0]})
         self.n_articles += 1
 
-    def add_chunk(self, chunk: Chunk, vector: np.ndarray, about: str) -> None:
+    def add_chunk(self, chunk: Chunk, vector: np.ndarray, lexical: str) -> None:
+        """``lexical``: what BM25 indexes (``chunk.lexical_text``)."""
         from ..retrieve import terms
 
         record = json.dumps(chunk.to_dict(), ensure_ascii=False)
@@ -446,7 +447,7 @@ class CollectionWriter:
                              "lower chunk_size")
         self.n_chunks += 1
         self._put(self.collection, {"id": chunk.chunk_id, "article": chunk.article,
-                                    "text": bm25_text(terms(f"{about} {chunk.text}")), "record": record,
+                                    "text": bm25_text(terms(lexical)), "record": record,
                                     "dense": np.asarray(vector, np.float32).tolist()})
 
     def commit(self, settings: Settings, embedder_name: str) -> str:
@@ -553,6 +554,7 @@ def build_index(paths: Iterable[Path], settings: Settings, embedder: Any = None,
             report.seconds = time.perf_counter() - t0
             return report  # nothing to write: the live version stays
         chunks = [c for a in fresh for c in chunk_article(a, settings.chunk_size, settings.chunk_overlap)]
+        named = {a.name: a for a in fresh}
         if (chunks or old is None) and embedder is None:
             from ..embed import get_embedder
 
@@ -560,17 +562,16 @@ def build_index(paths: Iterable[Path], settings: Settings, embedder: Any = None,
         vectors = np.zeros((0, 0), np.float32)
         if chunks:
             say(f"embedding {len(chunks)} chunks from {len(fresh)} articles")
-            vectors = embedder.embed([c.text for c in chunks])
+            vectors = embedder.embed([search_text(c, named[c.article], settings.role_context) for c in chunks])
         dim = int(embedder.dim) if embedder is not None else int(old.manifest["embedder"]["dim"])  # type: ignore[union-attr]
         report.embedded_chunks = len(chunks)
         writer = CollectionWriter(client, name, dim)
         if old is not None and carry:
             writer.copy(old.collection, carry)
-        about = {a.name: f"{a.title} {a.source or ''}" for a in fresh}
         for a in fresh:
             writer.add_article(a)
         for c, v in zip(chunks, vectors, strict=True):
-            writer.add_chunk(c, v, about.get(c.article, c.title))
+            writer.add_chunk(c, v, lexical_text(c, named[c.article], settings.role_context))
         writer.commit(settings, settings.embedder)
         report.total_chunks = writer.n_chunks
     report.seconds = time.perf_counter() - t0
