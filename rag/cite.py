@@ -22,6 +22,7 @@ from typing import Any
 from .adequacy import expected_kind, gives_kind, is_echo
 from .chunk import sentence_spans
 from .prompt import REFUSAL
+from .readers import page_at
 from .records import Citation, Evidence, SentenceCheck
 from .retrieve import STOPWORDS, tokenize
 
@@ -310,5 +311,6 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
         citations.append(Citation(marker=new_num[m], article=ev.chunk.article, title=ev.chunk.title,
                                   chunk_id=ev.chunk.chunk_id, start=a, end=b, quote=source[a:b],
                                   support=supports[m], role=ev.chunk.role,
-                                  page=ev.chunk.page))
+                                  # the quote's own page: evidence may run on past its chunk's page
+                                  page=None if ev.chunk.page is None else page_at(source, a)))
     return Verified(text, True, tuple(citations), tuple(checks))

@@ -27,6 +27,12 @@ from .roles import Line, Role, label_lines
 PAGE_BREAK = "\n\f\n"  # between the pages of a paged format; str.splitlines() treats \f as a line end
 
 
+def page_at(text: str, offset: int) -> int:
+    """The 1-based page of ``offset`` in a paged reader's text: pages are joined by ``PAGE_BREAK``, and a
+    form feed never occurs inside a page (``read_pdf`` reads no whitespace characters from the text layer)."""
+    return 1 + text.count("\f", 0, offset)
+
+
 @dataclass(frozen=True)
 class Read:
     """What a reader found in one file; every offset indexes ``text``."""

