@@ -11,6 +11,8 @@ Each stage has a switch in ``Settings`` that the answer path honours (all on by 
     injection_filter = false      instruction-like sentences reach the prompt        (prompt)
     follow_up_rewrite = false     a follow-up is searched as typed                   (answer)
 
+The ``switch`` of each declared answer check (``rag.cite.CHECKS``) is one of these fields.
+
 Every variant is a normal run folder under ``OUT/<variant>/`` (so an interrupted ablation resumes), and
 ``OUT/ablation.md``/``ablation.json`` hold the table: the headline rates with their 95% intervals and,
 per variant, whether its overall accuracy differs from the full pipeline's beyond noise (exact McNemar

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 
-from .retrieve import terms
+from .question import Question, as_question
+from .vocab import AMOUNT_WORDS, MARKER, MONTHS, NUMBER_WORDS, UNIT_ABBREV, terms
 
 # Words that add nothing to a restated question ("X was introduced", "the article says ...").
 _FILLER = frozenset(terms(
@@ -20,46 +21,26 @@ _FILLER = frozenset(terms(
     "introduces according article articles passage passages commentary text question answer thing things "
     "one some specific certain particular"))
 
-_MONTHS = ("january february march april may june july august september october november december "
-           "jan feb mar apr jun jul aug sep sept oct nov dec").split()
-_MONTH = re.compile(r"\b(" + "|".join(_MONTHS) + r")\b\.?", re.IGNORECASE)
+_MONTH = re.compile(r"\b(" + "|".join(MONTHS) + r")\b\.?", re.IGNORECASE)
 _YEAR = re.compile(r"\b(1[89]|20)\d\d\b")
 _ISO_DATE = re.compile(r"\b\d{4}-\d{1,2}-\d{1,2}\b|\b\d{1,2}/\d{1,2}/\d{2,4}\b")
-_DAY_MONTH = re.compile(r"\b\d{1,2}(st|nd|rd|th)?\s+(of\s+)?(" + "|".join(_MONTHS) + r")\b|\b("
-                        + "|".join(_MONTHS) + r")\.?\s+\d{1,2}(st|nd|rd|th)?\b", re.IGNORECASE)
+_DAY_MONTH = re.compile(r"\b\d{1,2}(st|nd|rd|th)?\s+(of\s+)?(" + "|".join(MONTHS) + r")\b|\b("
+                        + "|".join(MONTHS) + r")\.?\s+\d{1,2}(st|nd|rd|th)?\b", re.IGNORECASE)
 # A quantity: digits not inside a name ("H20", "910B" are models, not amounts), or a number word.
-_NUMBER = re.compile(r"(?<![A-Za-z\d.,])\d[\d.,]*(?-i:(?![A-Z\d]))|\b(one|two|three|four|five|six|seven|eight|"
-                     r"nine|ten|eleven|twelve|dozens?|hundreds?|thousands?|millions?|billions?|half|twice|double|"
-                     r"triple)\b", re.IGNORECASE)
+_QUANTITY = re.compile(r"(?<![A-Za-z\d.,])\d[\d.,]*(?-i:(?![A-Z\d]))|\b(" + "|".join((*NUMBER_WORDS, *AMOUNT_WORDS))
+                       + r")\b", re.IGNORECASE)
 _MONEY = re.compile(r"(US\$|HK\$|\$|£|€|¥|\bRMB|\bUSD)\s?\d|\d[\d.,]*\s*(million|billion|trillion|m|bn)?\s*"
                     r"(yuan|dollars?|euros?|pounds?|yen)\b", re.IGNORECASE)
-_NUMBER_NAMES = "one two three four five six seven eight nine ten eleven twelve hundred thousand million".split()
-_UNIT_ABBREV = {"nanometr": "nm", "kilometr": "km", "kilogram": "kg", "megawatt": "mw", "gigawatt": "gw",
-                "percent": "%", "percentag": "%"}
-
-_KINDS = (
-    ("date", re.compile(r"\b(what|which|exact)\s+(exact\s+)?(date|dates|day|days)\b|\bon what day\b", re.I)),
-    ("month", re.compile(r"\b(what|which) month\b", re.I)),
-    ("year", re.compile(r"\b(what|which) year\b|\bin what year\b", re.I)),
-    ("money", re.compile(r"\bhow much\b.*\b(money|funding|raise|raised|pay|paid|spend|spent|invest|invested|"
-                         r"cost|costs|worth)\b|\b(what|which)\s+(\w+\s+){0,3}(price|cost|valuation|salary|fee|fine)\b",
-                         re.I)),
-    ("number", re.compile(r"\bhow (many|much)\b|\b(what|which) (percentage|share|number|amount|sum|figure)\b",
-                          re.I)),
-)
-# "(in points)", or "in <unit>" for a unit of measure: "What is its performance in teraflops?"
-_MEASURES = ("points|teraflops|petaflops|flops|nanometres|nanometers|metres|meters|kilometres|kilometers|miles|"
-             "kilograms|grams|tonnes|tons|watts|kilowatts|megawatts|gigawatts|gigabytes|terabytes|bytes|"
-             "degrees|hertz|gigahertz")  # not time units: "the biggest rally in years" asks for no amount
-_UNIT = re.compile(r"\(in ([a-z]+)\)|\bin (" + _MEASURES + r")\b", re.IGNORECASE)
+# A number before a unit: digits, or a number word or magnitude ("seven nanometres", "a million tonnes").
+_NUMBER_BEFORE = r"(\d[\d.,]*|\b(?:" + "|".join((*NUMBER_WORDS, "hundred", "thousand", "million")) + r"))"
 
 
-def new_terms(sentence: str, question: str) -> set[str]:
+def new_terms(sentence: str, question: str | Question) -> set[str]:
     """Content terms (stemmed) of ``sentence`` that the question does not already hold."""
-    return set(terms(re.sub(r"\[[\d,; ]+\]", " ", sentence))) - set(terms(question)) - _FILLER
+    return set(terms(MARKER.sub(" ", sentence))) - set(as_question(question).terms) - _FILLER
 
 
-def is_echo(sentence: str, question: str) -> bool:
+def is_echo(sentence: str, question: str | Question) -> bool:
     """The sentence only restates the question.
 
     >>> is_echo("The Nvidia chip is considered by some to match the Ascend 910B [1].",
@@ -71,24 +52,7 @@ def is_echo(sentence: str, question: str) -> bool:
     return not new_terms(sentence, question)
 
 
-def expected_kind(question: str) -> str | None:
-    """What the question asks for: ``date``, ``month``, ``year``, ``money``, ``number``, ``unit:<word>``
-    or None.
-
-    >>> expected_kind("On what exact dates was the fair held?"), expected_kind("How many firms joined?")
-    ('date', 'number')
-    >>> expected_kind("What level (in points) did the index reach?"), expected_kind("Who said it?")
-    ('unit:points', None)
-    >>> expected_kind("What is the chip's performance in teraflops?"), expected_kind("Who invested in AI?")
-    ('unit:teraflops', None)
-    """
-    unit = _UNIT.search(question)
-    if unit:
-        return f"unit:{(unit.group(1) or unit.group(2)).lower()}"
-    return next((kind for kind, pattern in _KINDS if pattern.search(question)), None)
-
-
-def gives_kind(answer: str, kind: str | None, question: str = "") -> bool:
+def gives_kind(answer: str, kind: str | None, question: str | Question = "") -> bool:
     """The answer holds something of the kind asked for (any answer does when ``kind`` is None);
     numbers the question already holds ("sold in 2023") do not count.
 
@@ -109,7 +73,7 @@ def gives_kind(answer: str, kind: str | None, question: str = "") -> bool:
     """
     if kind is None:
         return True
-    for n in set(re.findall(r"\d+(?:[.,]\d+)*", question)):
+    for n in set(as_question(question).numbers if question else ()):
         answer = re.sub(r"(?<![\d.,])" + re.escape(n) + r"(?![\d]|[.,]\d)", " ", answer)
     if kind == "date":
         return bool(_DAY_MONTH.search(answer) or _ISO_DATE.search(answer))
@@ -120,10 +84,9 @@ def gives_kind(answer: str, kind: str | None, question: str = "") -> bool:
     if kind == "money":
         return bool(_MONEY.search(answer))
     if kind == "number":
-        return bool(_NUMBER.search(answer))
+        return bool(_QUANTITY.search(answer))
     unit = kind.removeprefix("unit:")
     stem = (terms(unit) or [unit])[0]
-    abbrev = next((a for prefix, a in _UNIT_ABBREV.items() if stem.startswith(prefix)), None)
+    abbrev = next((a for prefix, a in UNIT_ABBREV.items() if stem.startswith(prefix)), None)
     unit_re = re.escape(stem[:5]) + r"\w*" + (f"|{re.escape(abbrev)}" if abbrev else "")
-    number = r"(\d[\d.,]*|\b(?:" + "|".join(_NUMBER_NAMES) + r"))"
-    return bool(re.search(number + r"[\s-]*(?:\w+\s+)?(" + unit_re + r")(?!\w)", answer, re.IGNORECASE))
+    return bool(re.search(_NUMBER_BEFORE + r"[\s-]*(?:\w+\s+)?(" + unit_re + r")(?!\w)", answer, re.IGNORECASE))

@@ -14,17 +14,19 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from . import confidence, followup, relevance
-from .adequacy import expected_kind, gives_kind
+from .adequacy import gives_kind
 from .cite import verify
 from .errors import InputError, RagError
 from .injection import flagged_spans, is_attack_question
 from .llm import LLM, get_llm, model_path
 from .prompt import REFUSAL, build_messages, build_rewrite_messages, select_evidence
-from .records import Answer, Citation, SentenceCheck
-from .retrieve import Retriever, check_question, question_parts, terms
+from .question import Question, as_question
+from .records import Answer, Citation, Note, SentenceCheck
+from .retrieve import Retriever, check_question
 from .settings import Settings
 from .store import IndexStore
 from .stores import Store, as_store, open_store
+from .vocab import terms
 
 
 @dataclass(frozen=True)
@@ -210,7 +212,7 @@ class Assistant:
                          timings={"retrieve_s": 0.0, "first_token_s": time.perf_counter() - t0,
                                   "total_s": time.perf_counter() - t0},
                          model=self._model or self.settings.model,
-                         sentences=(SentenceCheck(question, (), 0.0, False, "instruction"),))
+                         sentences=(SentenceCheck(question, (), 0.0, False, Note.INSTRUCTION),))
             return
 
         def status(stage: str, text: str) -> Status:
@@ -242,15 +244,16 @@ class Assistant:
                                        "total_s": time.perf_counter() - t0})
                 return
             yield status("searching", "Searching the articles")
-            passages = [replace(p, flagged=flagged_spans(p.chunk)) for p in self.retriever.search_parts(query, k)]
+            asked = Question.analyse(query, self.retriever.idf)  # once: every stage below reads this record
+            passages = [replace(p, flagged=flagged_spans(p.chunk)) for p in self.retriever.search_parts(asked, k)]
             t_retrieved = time.perf_counter()
-            unknown = relevance.off_corpus(query, self.retriever.idf) if self.settings.relevance_gate else []
+            unknown = relevance.off_corpus(asked, self.retriever.idf) if self.settings.relevance_gate else []
             if unknown:  # nothing in the articles names what is asked about: refuse without a model call
                 yield Token(REFUSAL)
                 yield Answer(question=question, answer=REFUSAL, answerable=False, citations=(),
                              passages=tuple(passages), model=self.llm.name, rewritten_question=standalone,
                              sentences=(SentenceCheck(f"not in any article: {', '.join(unknown)}", (), 0.0,
-                                                      False, "off-corpus"),),
+                                                      False, Note.OFF_CORPUS),),
                              signals={"relevance": 0.0}, confidence=confidence.calibrated({"relevance": 0.0}, False),
                              timings={"retrieve_s": t_retrieved - t0, "first_token_s": t_retrieved - t0,
                                       "total_s": time.perf_counter() - t0})
@@ -261,9 +264,9 @@ class Assistant:
             # context window (the fixed prefix takes ~500 tokens; a compound question brings up to 8 chunks).
             budget, most = (s.context_tokens, s.max_evidence) if s.evidence_selection else (s.n_ctx // 2, 10 ** 6)
             wide: dict[str, Any] = {} if s.evidence_selection else {"margin": float("inf")}
-            evidence = select_evidence(query, passages, self.embedder, texts, budget, most, idf=self.retriever.idf,
+            evidence = select_evidence(asked, passages, self.embedder, texts, budget, most,
                                        drop_instructions=s.injection_filter, **wide)
-            messages = build_messages(query, evidence)
+            messages = build_messages(asked, evidence)
             t_prompt = time.perf_counter()
             raw, first = [], None
             if evidence:
@@ -284,7 +287,7 @@ class Assistant:
             raw_text = "".join(raw).strip()
             about = {ev.chunk.article: self.store.articles[ev.chunk.article].about for ev in evidence}
             checked = verify(raw_text, evidence, self.embedder, texts, self.settings.support_threshold, about,
-                             question=query, trim=bool(self.settings.trim_unsupported),
+                             question=asked, trim=bool(self.settings.trim_unsupported),
                              adequacy=self.settings.adequacy_checks)
             prompt_tokens = sum(self.llm.count_tokens(m["content"]) for m in messages) + 12
             signals = confidence.signals(checked, evidence, passages)
@@ -297,7 +300,7 @@ class Assistant:
                 rewritten_question=standalone, prompt_tokens=prompt_tokens,
                 completion_tokens=self.llm.count_tokens(raw_text) if raw_text else 0,
                 signals=signals, confidence=confidence.calibrated(signals, checked.answerable),
-                unanswered=unanswered_parts(query, checked.answer, checked.citations) if checked.answerable
+                unanswered=unanswered_parts(asked, checked.answer, checked.citations) if checked.answerable
                 else (),
             )
             if not (stop is not None and stop.is_set()):
@@ -321,7 +324,7 @@ class Assistant:
         return [(q, a or answers.get(q.lower(), "")) for q, a in earlier]
 
 
-def unanswered_parts(question: str, answer: str, citations: Sequence[Citation]) -> tuple[str, ...]:
+def unanswered_parts(question: str | Question, answer: str, citations: Sequence[Citation]) -> tuple[str, ...]:
     """The parts of a compound question that a verified answer leaves open.
 
     A part counts as answered when the answer gives what it asks for (a date, a sum, a count: the
@@ -336,17 +339,18 @@ def unanswered_parts(question: str, answer: str, citations: Sequence[Citation]) 
     ...                  "The Kirin 9000S powers the Mate 60 [1]. OpenAI released ChatGPT in late 2022 [2].", ())
     ('who won the 2022 football World Cup?',)
     """
-    parts = question_parts(question)
-    if len(parts) < 2:
+    q = as_question(question)
+    if not q.compound:
         return ()
     said = answer + " " + " ".join(c.quote for c in citations)
     said_terms = set(terms(said))
-    part_terms = [set(terms(p)) for p in parts]
+    parts = [q.part(i) for i in range(len(q.parts))]
+    part_terms = [set(p.terms) for p in parts]
     open_parts = []
     for i, part in enumerate(parts):
         own = part_terms[i] - set().union(*(t for j, t in enumerate(part_terms) if j != i))
-        if not (gives_kind(answer, expected_kind(part), part) and 2 * len(own & said_terms) >= len(own)):
-            open_parts.append(part)
+        if not (gives_kind(answer, part.kind, part) and 2 * len(own & said_terms) >= len(own)):
+            open_parts.append(part.text)
     return tuple(open_parts) if len(open_parts) < len(parts) else ()
 
 

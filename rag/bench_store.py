@@ -197,8 +197,9 @@ class _GivenVectors:
 def _query(settings: Any) -> dict[str, Any]:
     import psutil
 
-    from .retrieve import Retriever, terms
+    from .retrieve import Retriever
     from .stores import open_store
+    from .vocab import terms
 
     qs = json.loads((settings.index_dir.parent / "queries.json").read_text(encoding="utf-8"))
     t = time.perf_counter()

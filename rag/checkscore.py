@@ -4,11 +4,11 @@ A check that removes or refuses makes a decision the gold labels can judge. Defi
 what the model wrote; the answer records list each draft sentence with the ``note`` of the check that
 removed it):
 
-* **Sentence checks** (``support``: note "unsupported"; ``echo``: restates the question; any other note a
-  later check adds, e.g. "relevance"). A draft sentence is *right* when the question is answerable and the
-  sentence holds a phrase of at least one ``must`` group (whole words, as answer accuracy matches them);
-  otherwise it is *wrong* (every sentence drafted for an unanswerable question is wrong). Removing a wrong
-  sentence is a correct removal; removing a right one a wrong removal.
+* **Sentence checks** (``rag.cite.CHECKS``, by the ``Note`` each leaves: ``support``: "unsupported";
+  ``echo``: restates the question; ``trim``: "trimmed"). A draft sentence is *right* when the question is
+  answerable and the sentence holds a phrase of at least one ``must`` group (whole words, as answer
+  accuracy matches them); otherwise it is *wrong* (every sentence drafted for an unanswerable question is
+  wrong). Removing a wrong sentence is a correct removal; removing a right one a wrong removal.
   precision = correct removals / removals; recall = correct removals / (correct removals + wrong
   sentences left in the answers shown), i.e. of the wrong sentences this check could still catch.
 * **Refusing checks** (``kind``: the answer lacks the kind of thing asked for, so it is refused although
@@ -31,15 +31,19 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import metrics as M
+from .cite import CHECKS
+from .records import Note
 
 if TYPE_CHECKING:
     from .evaluate import GoldItem
 
-NOTE_NAMES = {"unsupported": "support", "echo": "echo", "trimmed": "trim"}
-NOT_CHECKS = {"", "refusal", "extract", "trim"}
+# Note -> the check scored for it: the declared sentence checks that remove (rag.cite.CHECKS), by their names
+# ("unsupported" -> "support", "echo" -> "echo", "trimmed" -> "trim").
+NOTE_NAMES: dict[str, str] = {c.note: c.name for c in CHECKS if c.note and c.note is not Note.REFUSAL}
+NOT_CHECKS = {Note.KEPT, Note.REFUSAL, Note.EXTRACT, Note.TRIM}
 # Refusals decided before the model is called; the note is on the one sentence the answer lists.
-PRE_REFUSALS = {"off-corpus": "relevance gate", "instruction": "attack question"}
-KIND, ALL_REMOVED, INJECTION = "kind", "all removed", "injection"
+PRE_REFUSALS = {Note.OFF_CORPUS: "relevance gate", Note.INSTRUCTION: "attack question"}
+KIND, ALL_REMOVED, INJECTION = "kind", "all removed", "injection"  # the first two: rag.cite.ANSWER_CHECKS
 DESCRIPTIONS = {
     "trim": "cuts the phrase with a detail no passage gives from a sentence (the original is removed)",
     "relevance gate": "refuses, before the model, a question whose names no article holds",
@@ -87,7 +91,7 @@ def score_checks(items: Sequence[GoldItem], records: Sequence[Mapping[str, Any]]
             c = out.setdefault(NOTE_NAMES.get(note, note), _counts("answer sentences"))
             c["decisions"] += 1
             lost = _right_sentence(sent.get("text", ""), it)
-            if note == "trimmed" and n + 1 < len(sentences) and sentences[n + 1].get("note") == "trim":
+            if note == Note.TRIMMED and n + 1 < len(sentences) and sentences[n + 1].get("note") == Note.TRIM:
                 # wrong only if the cut took the answer out: a must group the original held and the rest lacks
                 kept = sentences[n + 1].get("text", "")
                 lost = it.answerable and any(any(M.mentions(sent.get("text", ""), p) for p in g)

@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .records import Evidence, Passage
+from .records import Evidence, Note, Passage
 
 FEATURES = ("support", "relevance", "top_rank", "removed")
 # Fitted by fit() on the gold run eval/runs/main-b (83 questions: 66 answers of which 60 right, 17 refusals
@@ -31,7 +31,7 @@ def signals(checked: Any, evidence: Sequence[Evidence], passages: Sequence[Passa
     relevance = max((ev.relevance for ev in evidence), default=0.0)
     cited = {c.chunk_id for c in checked.citations}
     ranks = [p.rank for p in passages if p.chunk.chunk_id in cited]
-    removed = sum(1 for s in checked.sentences if s.note in ("unsupported", "echo", "trimmed"))
+    removed = sum(1 for s in checked.sentences if s.note in (Note.UNSUPPORTED, Note.ECHO, Note.TRIMMED))
     return {"support": float(support), "relevance": float(relevance),
             "top_rank": float(min(ranks, default=0)), "removed": float(removed)}
 

@@ -38,6 +38,7 @@ from . import metrics as M
 from . import stats
 from .errors import GoldError, InputError
 from .files import write_atomic as _write_atomic
+from .records import Note
 from .records import short as _short
 from .settings import Settings
 
@@ -717,7 +718,7 @@ def _question_md(rank: int, item: GoldItem, rec: Record, kind: int) -> str:
     removed = [x for x in rec.get("sentences", []) if not x["supported"]]
     if removed:
         lines += ["**Sentences the checks removed:** " + " / ".join(
-            f"“{_short(x['text'], 200)}” ({x.get('note') or 'unsupported'})" for x in removed), ""]
+            f"“{_short(x['text'], 200)}” ({x.get('note') or Note.UNSUPPORTED})" for x in removed), ""]
     top = ", ".join(f"{p['article']} {p['start']}–{p['end']}" for p in rec["passages"])
     shown = {n: v for n, v in s.items() if v is not None}
     lines += [f"**Retrieved:** {top or '(nothing)'}", "",

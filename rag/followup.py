@@ -15,22 +15,21 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .retrieve import terms
+from .vocab import DEMONSTRATIVES, NAME_GROUP, PRONOUNS, strip_markers, terms
 
 Turn = tuple[str, str]  # (user question, assistant answer or "")
 
-_PRONOUN = re.compile(r"\b(he|she|it|they|them|him|his|her|hers|its|their|theirs|itself|themselves|"
-                      r"this|these|those|the same|the former|the latter|there)\b", re.IGNORECASE)
+_PRONOUN = re.compile(r"\b(" + "|".join((*PRONOUNS, "itself", "themselves", *DEMONSTRATIVES, "the same", "the former",
+                                          "the latter", "there")) + r")\b", re.IGNORECASE)
 # "that" is a pronoun only at the end or after a verb/preposition ("about that?", "did that"), not in
 # "the fund that invested".
 _THAT = re.compile(r"\b(about|of|for|with|is|was|did|does|do|say|said|mean|cause|caused)\s+that\b|\bthat\s*\?*$",
                    re.IGNORECASE)
 _ELLIPTIC = re.compile(r"^\W*(and|also|but|so|then|what about|how about|what of|same for|what else|"
                        r"who else|any other|why not)\b", re.IGNORECASE)
-_MARKERS = re.compile(r"\s*\[\d+(?:\s*[,;]\s*\d+)*\]")
 # Words a rewrite may drop: the references themselves and question scaffolding.
-_REFERENCE_WORDS = frozenset(terms("he she it they them him his her hers its their theirs this these those that "
-                                   "there same former latter and also but so then about else other"))
+_REFERENCE_WORDS = frozenset(terms(" ".join((*PRONOUNS, *DEMONSTRATIVES)) + " that there same former latter and also "
+                                   "but so then about else other"))
 
 
 def needs_context(question: str) -> bool:
@@ -58,7 +57,7 @@ def keeps_content(question: str, rewrite: str) -> bool:
 
 
 _ABOUT = re.compile(r"^\W*(?:and\s+)?(?:what|how)\s+about\s+(.+?)\W*$", re.IGNORECASE)
-_NAME = re.compile(r"(?<!^)(?<![.?!]\s)\b[A-Z][\w'’-]*(?:\s+[A-Z][\w'’-]*)*")
+_NAME = re.compile(r"(?<!^)(?<![.?!]\s)" + NAME_GROUP.pattern)  # not the capital that opens a sentence
 
 
 def substitute(question: str, previous: str) -> str | None:
@@ -92,5 +91,5 @@ def turns(history: Sequence[str | Mapping[str, Any]] | None) -> list[Turn]:
         if role == "user":
             out.append((content.strip(), ""))
         elif role == "assistant" and out and not out[-1][1]:
-            out[-1] = (out[-1][0], " ".join(_MARKERS.sub("", content).split()))
+            out[-1] = (out[-1][0], strip_markers(content))
     return out

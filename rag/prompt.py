@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from .injection import flagged_spans
+from .question import Question, as_question
 from .records import Chunk, Evidence, Passage
-from .retrieve import question_parts, terms
+from .vocab import DEMONSTRATIVES, PRONOUNS, terms
 
 REFUSAL = "The articles do not say."
 
@@ -62,8 +63,9 @@ REWRITE_PROMPT = (
     "of the follow-up. Reply with the rewritten question only."
 )
 
-_DANGLING = re.compile(r"^[\"“‘]?(he|she|it|they|this|that|these|those|his|her|its|their|the company|"
-                       r"the firm|such|as such|however|but|also)\b", re.IGNORECASE)
+# A sentence that opens by pointing back ("He added ...", "The company said ...") needs the one before it.
+_DANGLING = re.compile(r"^[\"“‘]?(" + "|".join((*PRONOUNS, *DEMONSTRATIVES)) + r"|that|the company|the firm|such|"
+                       r"as such|however|but|also)\b", re.IGNORECASE)
 
 
 def estimate_tokens(text: str) -> int:
@@ -71,10 +73,10 @@ def estimate_tokens(text: str) -> int:
     return len(text) // 4 + 1
 
 
-def select_evidence(question: str, passages: list[Passage], embedder: Any, texts_by_article: Mapping[str, str],
-                    budget_tokens: int = 220, max_items: int = 6, idf: Callable[[str], float] | None = None,
-                    margin: float = 0.5, lexical_weight: float = 0.75, follow: bool = True,
-                    drop_instructions: bool = True) -> list[Evidence]:
+def select_evidence(question: str | Question, passages: list[Passage], embedder: Any,
+                    texts_by_article: Mapping[str, str], budget_tokens: int = 220, max_items: int = 6,
+                    idf: Callable[[str], float] | None = None, margin: float = 0.5, lexical_weight: float = 0.75,
+                    follow: bool = True, drop_instructions: bool = True) -> list[Evidence]:
     """Pick the sentences that best match the question, within ``budget_tokens``.
 
     Score = cosine(question, sentence) + 0.75 * overlap + 0.1 / passage rank, where overlap is the
@@ -104,16 +106,16 @@ def select_evidence(question: str, passages: list[Passage], embedder: Any, texts
                 texts.append(_text(p.chunk, s, e))
     if not spans:
         return []
-    parts = question_parts(question)
-    queries = parts if len(parts) > 1 else [question]
-    vecs = embedder.embed_cached(queries + texts)
+    q = as_question(question)
+    queries = [q.part(j) for j in range(len(q.parts))]
+    vecs = embedder.embed_cached([p.text for p in queries] + texts)
     cos = vecs[len(queries):] @ vecs[:len(queries)].T  # (sentences, queries)
-    weight = idf or (lambda t: 1.0)
+    weight = idf or q.weight
     sent_terms = [set(terms(t)) for t in texts]
     rank_bonus = np.array([0.1 / sp[3] for sp in spans])
     scores = np.empty_like(cos)
-    for j, q in enumerate(queries):
-        q_terms = set(terms(q))
+    for j, part in enumerate(queries):
+        q_terms = set(part.terms)
         total = sum(weight(t) for t in q_terms) or 1.0
         overlap = np.array([sum(weight(t) for t in q_terms & st) / total for st in sent_terms])
         scores[:, j] = cos[:, j] + lexical_weight * overlap + rank_bonus
@@ -183,9 +185,9 @@ def unattributed(question: str) -> str:
     return q[:1].upper() + q[1:] if len(q) > 8 else question
 
 
-def build_messages(question: str, evidence: list[Evidence]) -> list[dict[str, str]]:
+def build_messages(question: str | Question, evidence: list[Evidence]) -> list[dict[str, str]]:
     """System prompt (fixed, cached) + numbered evidence and the question."""
-    question = unattributed(question)
+    question = unattributed(question.text if isinstance(question, Question) else question)
     lines = [f"[{ev.marker}] {' '.join(ev.text.split())}" for ev in evidence]
     user = "Passages:\n" + "\n".join(lines) + f"\n\nQuestion: {question}"
     return [{"role": "system", "content": SYSTEM_PROMPT}, *EXAMPLES, {"role": "user", "content": user}]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from .roles import Role, role_phrase
@@ -211,17 +212,32 @@ class Citation:
                 "quote": self.quote, "support": round(self.support, 3), "role": self.role.value}
 
 
+class Note(StrEnum):
+    """Why a check removed, changed or added an answer sentence: one vocabulary for the verifier
+    (``rag.cite.CHECKS``), the answer path's gates, ``rag ask``, the eval report and ``rag.checkscore``.
+    A ``str``: notes read back from JSON compare equal."""
+
+    KEPT = ""  # supported as drafted
+    REFUSAL = "refusal"  # the model's own "the articles do not say"
+    ECHO = "echo"  # only restates the question
+    UNSUPPORTED = "unsupported"  # no passage supports it
+    TRIMMED = "trimmed"  # removed: a detail no passage gives; the cut version follows as TRIM
+    TRIM = "trim"  # the sentence without that detail, kept
+    EXTRACT = "extract"  # the top passage quoted, since the model only restated the question
+    OFF_CORPUS = "off-corpus"  # refused before the model: the question names nothing the articles hold
+    INSTRUCTION = "instruction"  # refused before the model: the question gives the assistant orders
+
+
 @dataclass(frozen=True)
 class SentenceCheck:
     """One sentence of the answer, the markers it carries and whether the cited quotes support it;
-    ``note`` says why a sentence was left out ("unsupported", "echo": restates the question, "refusal"),
-    or "extract" for the passage quoted in place of an answer that only restated the question."""
+    ``note`` (a ``Note``) says what the checks did to it."""
 
     text: str
     markers: tuple[int, ...]
     support: float
     supported: bool
-    note: str = ""
+    note: str = Note.KEPT
 
 
 @dataclass(frozen=True)

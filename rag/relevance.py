@@ -10,36 +10,17 @@ answerable questions): no answerable question is gated; none of their 22 unanswe
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
-from .retrieve import terms
-
-_WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")
-_NOT_NAMES = frozenset("what which who whom whose when where why how does did do is are was were according "
-                       "in the a an and of to for on by if as can could would should will has have had i".split())
+from .question import Question, as_question
+from .vocab import terms
 
 
-def question_names(question: str) -> list[str]:
-    """Capitalised words of the question after its first word, without possessives.
-
-    >>> question_names("Who won the 2024 Super Bowl?"), question_names("What did Google's CEO say?")
-    (['Super', 'Bowl'], ['Google', 'CEO'])
-    """
-    words = _WORD.findall(question.replace("-", " "))
-    out = []
-    for i, w in enumerate(words):
-        w = re.sub(r"['’]s?$", "", w)
-        if i > 0 and len(w) > 1 and w[0].isupper() and w.lower() not in _NOT_NAMES:
-            out.append(w)
-    return out
-
-
-def off_corpus(question: str, idf: Callable[[str], float]) -> list[str]:
+def off_corpus(question: str | Question, idf: Callable[[str], float]) -> list[str]:
     """The question's names when none of them occurs in the corpus (``idf`` is 0 for an unseen term),
     else []."""
-    names = question_names(question)
+    names = as_question(question).names
     if not names:
         return []
     seen = any(idf(t) > 0 for n in names for t in terms(n))
-    return [] if seen else names
+    return [] if seen else list(names)

@@ -12,7 +12,8 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 
-from .records import Answer, Article, Citation, short
+from .records import Answer, Article, Citation, Note, short
+from .vocab import MARKER
 
 # HTML specials as entities; Markdown's inline specials backslash-escaped (both render as the character).
 _HTML = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
@@ -27,7 +28,7 @@ def md_text(text: str) -> str:
 def md_answer(text: str) -> str:
     """An answer's text: escaped like ``md_text`` but its ``[n]`` markers kept as they are."""
     out, pos = [], 0
-    for m in re.finditer(r"\[\d+\]", text):
+    for m in MARKER.finditer(text):
         out.append(md_text(text[pos:m.start()]))
         out.append(m.group(0))
         pos = m.end()
@@ -41,8 +42,8 @@ def quote_line(text: str, limit: int = 400) -> str:
 
 def check_note(answer: Answer) -> str:
     """What the checks did to the model's draft, in one line ("" when they kept it whole)."""
-    dropped = [s for s in answer.sentences if s.note in ("unsupported", "echo")]
-    if any(s.note == "extract" for s in answer.sentences):
+    dropped = [s for s in answer.sentences if s.note in (Note.UNSUPPORTED, Note.ECHO)]
+    if any(s.note == Note.EXTRACT for s in answer.sentences):
         return "The model only restated the question, so this is the most relevant passage, quoted as it stands."
     if dropped and answer.answerable:
         n = len(dropped)
@@ -109,7 +110,7 @@ def answer_markdown(answer: Answer, heading: str | None = None, offset: int = 0,
         lines.append(f"{md_answer(text)}\n")
     if answer.unanswered:
         lines.append(f"> {md_text(unanswered_note(answer))}\n")
-    if any(c.note == "extract" for c in answer.sentences):
+    if any(c.note == Note.EXTRACT for c in answer.sentences):
         lines.append(f"_{check_note(answer)}_\n")  # a reader pasting this should know it is a bare quote
     return "\n".join(lines), refs
 

@@ -7,42 +7,18 @@ where BM25 alone fails; RRF (score = sum of 1 / (rrf_k + rank)) needs no score c
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-import Stemmer
-
 from .errors import InputError
+from .question import Question, as_question
 from .records import Passage
 from .roles import RANKED_DOWN, Role
 from .settings import Settings
 from .store import IndexStore
 from .stores import Store, as_store
-
-_TOKEN = re.compile(r"\d+(?:[.,]\d+)*[^\W\d_]*|[^\W\d_]+(?:[-'’][^\W\d_]+)*\d*[a-z]*|\w+", re.UNICODE)
-STOPWORDS = frozenset(
-    (
-        "a an and are as at be been but by did do does for from had has have he her his how i if in into is "
-        "it its of on or our she so than that the their them then there these they this to was we were what "
-        "when which while who whom why will with would you your about after also can could may might more "
-        "most said says say according article articles"
-    ).split()
-)
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-cased word and number tokens without stopwords; "11.4" and "9000s" stay whole."""
-    return [t for t in (m.group(0).lower() for m in _TOKEN.finditer(text)) if t not in STOPWORDS]
-
-
-_STEMMER = Stemmer.Stemmer("english")
-
-
-def terms(text: str) -> list[str]:
-    """BM25 terms: ``tokenize`` then Snowball stemming, so "launched" finds "launch"."""
-    return _STEMMER.stemWords(tokenize(text))
+from .vocab import STOPWORDS, terms, tokenize
 
 
 class Retriever:
@@ -84,14 +60,14 @@ class Retriever:
             return []
         return self.store.lexical(tokens, n)
 
-    def search_parts(self, question: str, k: int | None = None, per_part: int = 2) -> list[Passage]:
+    def search_parts(self, question: str | Question, k: int | None = None, per_part: int = 2) -> list[Passage]:
         """``search``, plus the top ``per_part`` passages of each part of a compound question, ranked
         after the others: "Which chip ..., and how much ...?" often needs two articles."""
-        passages = self.search(question, k)
-        parts = question_parts(question)
-        if len(parts) > 1:
+        q = as_question(question)
+        passages = self.search(q.text, k)
+        if q.compound:
             have = {p.chunk.chunk_id for p in passages}
-            for part in parts:
+            for part in q.parts:
                 for p in self.search(part, per_part):
                     if p.chunk.chunk_id not in have:
                         have.add(p.chunk.chunk_id)
@@ -136,19 +112,7 @@ class Retriever:
                 for r, i in enumerate(order, 1)]
 
 
-_PART = re.compile(r"(?:,?\s+and\s+|;\s*|\?\s+)(?=(?:which|what|who|whom|whose|how|when|where|why|in which|"
-                   r"on which|at which)\b)", re.IGNORECASE)
-
-
-def question_parts(question: str) -> list[str]:
-    """The parts of a compound question ("Which chip ..., and how much ...?"), or the question alone.
-
-    >>> question_parts("Who founded it, and which city is it in?")
-    ['Who founded it', 'which city is it in?']
-    """
-    parts = [p.strip(" ,;") for p in _PART.split(question)]
-    parts = [p for p in parts if len(p.split()) >= 3]
-    return parts if len(parts) > 1 else [question]
+__all__ = ["STOPWORDS", "Retriever", "check_question", "terms", "tokenize"]
 
 
 def check_question(question: str, max_chars: int = 2000) -> str:

@@ -390,6 +390,8 @@ def _write_version(index_dir: Path, settings: Settings, articles: dict[str, Arti
                    vectors: np.ndarray, embedder_name: str) -> Path:
     import faiss
 
+    from .stores.folder import LEXICAL_DIR, write_lexical
+
     name = f"v-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     tmp = index_dir / f".tmp-{name}"
     tmp.mkdir(parents=True)
@@ -414,12 +416,14 @@ def _write_version(index_dir: Path, settings: Settings, articles: dict[str, Arti
             fh.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
     np.save(tmp / "vectors.npy", vectors)
     faiss.write_index(faiss_index, str(tmp / "faiss.index"))
+    write_lexical(tmp / LEXICAL_DIR, chunks, articles, settings.role_context)
+    lexical = sorted(f"{LEXICAL_DIR}/{p.name}" for p in (tmp / LEXICAL_DIR).iterdir())
     # sha256 of each data file, checked on load: same-size damage (a flipped byte in vectors.npy or
     # faiss.index) passes every shape check. Hashing costs about 1 s per GB on load.
-    manifest["files"] = {f: _sha256(tmp / f) for f in CHECKED_FILES}
+    manifest["files"] = {f: _sha256(tmp / f) for f in (*CHECKED_FILES, *lexical)}
     # The manifest goes last: a version folder without one was never finished.
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
-    for f in tmp.iterdir():
+    for f in (*tmp.iterdir(), *(tmp / LEXICAL_DIR).iterdir()):
         _fsync(f)
     final = index_dir / name
     os.replace(tmp, final)

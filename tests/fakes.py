@@ -11,7 +11,7 @@ import numpy as np
 from rag.chunk import sentence_spans
 from rag.embed import Embedder
 from rag.records import Chunk, Evidence
-from rag.retrieve import tokenize
+from rag.vocab import tokenize
 
 ACME = ("Acme sold 3.2 million cars in 2023. Its chief executive is Ann Lee. "
         "Exports doubled after a plant opened in Hungary. The weather was mild.")

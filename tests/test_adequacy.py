@@ -9,14 +9,16 @@ from pathlib import Path
 import rag.adequacy as adequacy
 import rag.cite as cite
 import rag.followup as followup
+import rag.question as question
 import rag.relevance as relevance
-import rag.retrieve as retrieve
+import rag.vocab as vocab
 from rag.chunk import sentence_spans
 from rag.cite import verify
 from rag.prompt import select_evidence
+from rag.question import Question, question_parts
 from rag.records import Answer, Chunk, Passage
 from rag.report import single_markdown
-from rag.retrieve import Retriever, question_parts
+from rag.retrieve import Retriever
 from rag.settings import Settings
 from rag.store import IndexStore, build_index
 
@@ -29,7 +31,7 @@ TEXTS = {"acme.txt": TEXT}
 
 
 def test_doctests() -> None:
-    for module in (adequacy, cite, retrieve, followup, relevance):
+    for module in (adequacy, cite, question, vocab, followup):
         failed, attempted = doctest.testmod(module)
         assert attempted and not failed, module.__name__
 
@@ -126,3 +128,33 @@ def test_a_quoted_passage_is_labelled_in_markdown() -> None:
                     citations=v.citations, passages=(), sentences=v.sentences)
     md = single_markdown(answer)
     assert "_The model only restated the question" in md and "### References" in md
+
+
+def test_the_question_is_analysed_once_into_one_record() -> None:
+    q = Question.analyse("Which rival pack did Acme's chief executive Ann Lee praise, and how many cars did Acme "
+                         "sell in 2023?", idf=lambda t: {"acme": 0.5}.get(t, 2.0))
+    assert q.compound and q.parts == ("Which rival pack did Acme's chief executive Ann Lee praise",
+                                      "how many cars did Acme sell in 2023?")
+    assert q.kind == "number" and q.part(0).kind is None and q.part(1).kind == "number"
+    assert q.names == ("Acme", "Ann", "Lee", "Acme") and "Ann Lee" in q.name_groups and q.numbers == ("2023",)
+    assert set(q.terms) >= {"acm", "rival", "pack", "car", "sell", "2023"}  # stemmed, stopwords out
+    assert q.weight("acm") == 2.0 and q.weight("unseen") == 1.0  # idf looked up once; 1.0 for a term not asked
+    assert Question.analyse("Who leads Acme?").weight("acm") == 1.0  # no index: every term counts the same
+    one = Question.analyse("Who leads Acme?")
+    assert not one.compound and one.parts == ("Who leads Acme?",) and one.part(0) is one
+
+
+def test_every_stage_reads_the_record_as_it_reads_the_text() -> None:
+    """The record handed down gives what the question text gives: evidence, kind and echo checks, gate."""
+    q = "Who is the chief executive, and where did exports double?"
+    rec = Question.analyse(q)
+    p = [Passage(1, chunk(), 1.0)]
+    assert select_evidence(rec, p, HashEmbedder(), TEXTS, budget_tokens=40) == \
+        select_evidence(q, p, HashEmbedder(), TEXTS, budget_tokens=40)
+    for raw in ("Ann Lee is the chief executive [1]. Exports doubled in Hungary [2].",
+                "The chief executive is the chief executive [1].", "Acme sold cars [1]."):
+        assert verify(raw, evidence(), HashEmbedder(), TEXTS, question=rec) == \
+            verify(raw, evidence(), HashEmbedder(), TEXTS, question=q)
+    gone = Question.analyse("Who won the Super Bowl?")
+    assert relevance.off_corpus(gone, lambda t: 0.0) == ["Super", "Bowl"]
+    assert relevance.off_corpus(gone, lambda t: 1.0) == []

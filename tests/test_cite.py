@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rag.answer import Assistant, Status, Token
-from rag.cite import is_refusal, markers_of, split_sentences, strip_markers, support, verify
+from rag.cite import ANSWER_CHECKS, CHECKS, is_refusal, markers_of, split_sentences, strip_markers, support, verify
 from rag.followup import keeps_content, needs_context, substitute, turns
 from rag.prompt import (
     REFUSAL,
@@ -16,6 +16,7 @@ from rag.prompt import (
     build_rewrite_messages,
     select_evidence,
 )
+from rag.records import Note
 from rag.store import IndexStore, build_index
 
 from .fakes import ACME as TEXT
@@ -76,10 +77,40 @@ def test_one_invented_detail_is_trimmed_not_the_whole_answer() -> None:
     raw = "Acme sold 3.2 million cars in 2023, its best year since 1998 [1]."
     v = verify(raw, evidence(), HashEmbedder(), {"acme.txt": TEXT})
     assert v.answerable and v.answer == "Acme sold 3.2 million cars in 2023 [1]."
-    assert [s.note for s in v.sentences] == ["trimmed", "trim"]
-    assert not verify(raw, evidence(), HashEmbedder(), {"acme.txt": TEXT}, trim=False).answerable
+    assert [s.note for s in v.sentences] == [Note.TRIMMED, Note.TRIM] == ["trimmed", "trim"]
+    whole = verify(raw, evidence(), HashEmbedder(), {"acme.txt": TEXT}, trim=False)
+    assert not whole.answerable and [s.note for s in whole.sentences] == [Note.UNSUPPORTED]
     # the invented number is the claim itself: nothing is left to keep
     assert not verify("Acme sold 5.7 million cars in 2023 [1].", evidence(), HashEmbedder(), {"acme.txt": TEXT}).answerable
+
+
+def test_checks_are_declared_in_order_each_with_its_note() -> None:
+    assert [(c.name, c.note, c.switch) for c in CHECKS] == [
+        ("refusal", Note.REFUSAL, None), ("echo", Note.ECHO, "adequacy_checks"), ("supported", Note.KEPT, None),
+        ("trim", Note.TRIMMED, "trim_unsupported"), ("support", Note.UNSUPPORTED, None)]
+    assert [(c.name, c.note, c.switch) for c in ANSWER_CHECKS] == [
+        ("extract", Note.EXTRACT, None), ("all removed", None, None), ("kind", None, "adequacy_checks")]
+    assert all(c.doc for c in CHECKS + ANSWER_CHECKS)
+    # each switch is a Settings field, and the ablation has a variant turning it off
+    from rag.ablation import VARIANTS
+    from rag.settings import Settings
+
+    for c in CHECKS + ANSWER_CHECKS:
+        if c.switch:
+            assert getattr(Settings(), c.switch)
+            assert any(not change.get(c.switch, True) for _, change in VARIANTS.values()), c.name
+    # the first check that decides a sentence is the one whose note it carries: an echo that no passage
+    # supports is an echo; a partial refusal next to a fact is a refusal, not unsupported
+    q = "Who is Acme's chief executive?"
+    raw = "Acme's chief executive is the chief executive [1]. The articles do not say more. Ann Lee leads Acme [1]."
+    v = verify(raw, evidence(), HashEmbedder(), {"acme.txt": TEXT}, question=q)
+    assert [s.note for s in v.sentences] == [Note.ECHO, Note.REFUSAL, Note.KEPT]
+    assert all(isinstance(s.note, Note) for s in v.sentences)
+    # switched off, a check passes every sentence on to the next
+    off = verify(raw, evidence(), HashEmbedder(), {"acme.txt": TEXT}, question=q, adequacy=False)
+    assert off.sentences[0].note in (Note.KEPT, Note.UNSUPPORTED)
+    # notes are strings: read back from JSON they still compare equal, and print as their value
+    assert Note("unsupported") is Note.UNSUPPORTED and f"{Note.ECHO}" == "echo" and Note.KEPT == ""
 
 
 def test_prompt_is_compact_and_has_a_stable_prefix() -> None:

@@ -16,10 +16,10 @@ import pytest
 from rag.answer import Assistant
 from rag.chunk import search_text
 from rag.errors import IndexMismatchError, IndexMissingError
-from rag.retrieve import terms
 from rag.settings import Settings
 from rag.store import build_index
 from rag.stores import open_store
+from rag.vocab import terms
 
 from .conftest import ROOT, SEEDS
 from .fakes import FakeLLM, HashEmbedder

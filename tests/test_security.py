@@ -102,7 +102,7 @@ def test_an_unwritable_index_dir_is_a_one_line_error(tmp_path: Path, monkeypatch
     _one_line_error(code, out, "cannot write the index")
 
 
-@pytest.mark.parametrize("name", ["vectors.npy", "faiss.index"])
+@pytest.mark.parametrize("name", ["vectors.npy", "faiss.index", "bm25/data.csc.index.npy"])
 def test_same_size_damage_in_a_data_file_is_detected(index_settings: Settings, name: str) -> None:
     path = current_version(index_settings.index_dir) / name
     data = bytearray(path.read_bytes())
@@ -295,7 +295,9 @@ def test_gradio_ask_uses_the_same_k_limit(service: Service) -> None:
 
 def test_checksums_are_in_the_manifest(index_settings: Settings) -> None:
     manifest = json.loads((current_version(index_settings.index_dir) / "manifest.json").read_text())
-    assert set(manifest["files"]) == {"articles.jsonl", "chunks.jsonl", "vectors.npy", "faiss.index"}
+    version = current_version(index_settings.index_dir)
+    data = {str(p.relative_to(version)) for p in version.rglob("*") if p.is_file()} - {"manifest.json"}
+    assert set(manifest["files"]) == data and {"vectors.npy", "faiss.index", "bm25/vocab.index.json"} <= data
     assert all(len(v) == 64 for v in manifest["files"].values())
     assert np.load(current_version(index_settings.index_dir) / "vectors.npy").shape[0] == manifest["chunks"]
     shutil.rmtree(index_settings.index_dir / "uploads", ignore_errors=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,10 @@ import pytest
 from rag.chunk import search_text
 from rag.errors import IndexCorruptError, IndexMismatchError, IndexMissingError, InputError
 from rag.ingest import CLEANER_VERSION
-from rag.retrieve import Retriever, check_question, tokenize
+from rag.retrieve import Retriever, check_question
 from rag.settings import Settings
 from rag.store import FORMAT_VERSION, IndexStore, build_index
+from rag.vocab import terms, tokenize
 
 from .conftest import ROOT, SEEDS
 
@@ -192,3 +194,36 @@ def test_cli_index_and_search_json(tmp_path: Path) -> None:
     bad = subprocess.run(rag + ["search", "x", "--index-dir", str(tmp_path / "none")], capture_output=True,
                          text=True, env=env, cwd=ROOT)
     assert bad.returncode == 1 and "no index" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_bm25_is_saved_with_the_index_and_read_back_not_rebuilt(settings: Settings, seeds_copy: Path,
+                                                                  fake_embedder, monkeypatch) -> None:
+    from rag.stores import folder
+
+    build_index([seeds_copy], settings, fake_embedder)
+    store = IndexStore.load(settings.index_dir, settings)
+    manifest = json.loads((store.path / "manifest.json").read_text())
+    assert {f for f in manifest["files"] if f.startswith("bm25/")} >= {"bm25/vocab.index.json",
+                                                                       "bm25/data.csc.index.npy"}
+    # The same rankings and idf as an index built in memory from the same chunks:
+    built = folder.build_lexical(folder.lexical_corpus(store.chunks, store.articles, settings.role_context))
+    monkeypatch.setattr(folder, "build_lexical", lambda corpus: pytest.fail("BM25 was rebuilt on load"))
+    saved = folder.FolderStore(store)
+    for q in (["kirin", "9000s"], terms("Sora text-to-video"), terms("photo Xinhua telecom")):
+        ids, scores = built.retrieve([q], k=5, show_progress=False, n_threads=1)
+        assert [i for i, _ in saved.lexical(q, 5)] == [store.chunks[int(i)].chunk_id
+                                                     for i, s in zip(ids[0], scores[0], strict=True) if s > 0]
+    assert saved.idf("kirin") > saved.idf("huawei") > 0 and saved.idf("zzzz") == 0.0
+
+
+def test_an_index_without_saved_bm25_still_answers(settings: Settings, seeds_copy: Path, fake_embedder) -> None:
+    from rag.stores.folder import FolderStore
+
+    build_index([seeds_copy], settings, fake_embedder)
+    store = IndexStore.load(settings.index_dir, settings)
+    shutil.rmtree(store.path / "bm25")  # as written before BM25 was saved (manifest without its files)
+    manifest = json.loads((store.path / "manifest.json").read_text())
+    manifest["files"] = {f: h for f, h in manifest["files"].items() if not f.startswith("bm25/")}
+    (store.path / "manifest.json").write_text(json.dumps(manifest))
+    old = FolderStore(IndexStore.load(settings.index_dir, settings))
+    assert old.lexical(["kirin", "9000s"], 3)[0][0].startswith("000_")

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from rag.answer import Assistant
-from rag.retrieve import terms
 from rag.settings import Settings
 from rag.store import IndexStore
+from rag.vocab import terms
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")

@@ -14,7 +14,7 @@ from rag.injection import NOTE as FLAG_NOTE
 from rag.injection import article_flags
 from rag.records import Answer, Article, Citation, Passage
 from rag.report import check_note, unanswered_note
-from rag.retrieve import terms
+from rag.vocab import terms
 
 _MARKER = re.compile(r"\s*\[(\d+)\]")
 _WORD = re.compile(r"[^\W_]+(?:[-'’.][^\W_]+)*")

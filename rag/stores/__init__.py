@@ -53,7 +53,7 @@ class Store(Protocol):
         """Top ``n`` chunk ids by inner product with a normalised query vector, best first."""
 
     def lexical(self, terms: list[str], n: int) -> list[tuple[str, float]]:
-        """Top ``n`` chunk ids by BM25 over ``rag.retrieve.terms`` of title, source and chunk text."""
+        """Top ``n`` chunk ids by BM25 over ``rag.vocab.terms`` of title, source and chunk text."""
 
     def fetch(self, ids: Sequence[str]) -> list[Chunk]:
         """The chunks with these ids, in the same order."""

@@ -1,22 +1,51 @@
-"""The default store: today's index folder (``rag.store.IndexStore``) with BM25 (bm25s) built in memory.
+"""The default store: the index folder (``rag.store.IndexStore``) with its BM25 index (bm25s).
 
 It wraps ``IndexStore`` rather than replacing it: the files, their checks and the writer stay in
-``rag.store``. BM25 is built on first use (milliseconds per 1k chunks), as the retriever did before.
+``rag.store``. The BM25 index is written beside the vectors at indexing time (``bm25/``) and
+memory-mapped on first use, so a start does not rebuild it; an index written before that is indexed
+in memory on first use instead.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..records import Article, Chunk
-from ..settings import Settings
-from ..store import IndexStore
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+    from ..store import IndexStore
+
+LEXICAL_DIR = "bm25"  # in a version folder: bm25s's saved index of the chunks' BM25 terms
+
+
+def lexical_corpus(chunks: Sequence[Chunk], articles: dict[str, Article], context: bool) -> list[list[str]]:
+    """Each chunk's BM25 terms (``chunk.lexical_text``), in chunk order; "∅" stands for none."""
+    from ..chunk import lexical_text
+    from ..vocab import terms
+
+    return [terms(lexical_text(c, articles.get(c.article), context)) or ["∅"] for c in chunks]
+
+
+def build_lexical(corpus: list[list[str]]) -> Any:
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets itself to DEBUG on import
+    bm25 = bm25s.BM25()
+    if corpus:
+        bm25.index(corpus, show_progress=False)
+    return bm25
+
+
+def write_lexical(folder: Path, chunks: Sequence[Chunk], articles: dict[str, Article], context: bool) -> None:
+    """Save the BM25 index of ``chunks`` into ``folder`` (part of a version being written)."""
+    build_lexical(lexical_corpus(chunks, articles, context)).save(str(folder))
 
 
 class FolderStore:
@@ -32,6 +61,8 @@ class FolderStore:
 
     @classmethod
     def load(cls, settings: Settings) -> FolderStore:
+        from ..store import IndexStore
+
         return cls(IndexStore.load(settings.index_dir, settings))
 
     def __repr__(self) -> str:
@@ -61,21 +92,21 @@ class FolderStore:
 
     def _bm25_index(self) -> Any:
         if self._bm25 is None:
-            import bm25s
+            saved = self.index.path / LEXICAL_DIR
+            if saved.is_dir():
+                import bm25s
 
-            from ..chunk import lexical_text
-            from ..retrieve import terms
-
-            logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets itself to DEBUG on import
-            bm25 = bm25s.BM25()
-            context = bool(self.manifest.get("chunking", {}).get("role_context"))  # as the vectors were built
-            articles = self.index.articles
-            corpus = [terms(lexical_text(c, articles.get(c.article), context)) or ["∅"] for c in self.index.chunks]
-            if corpus:
-                bm25.index(corpus, show_progress=False)
-            df = Counter(t for doc in corpus for t in set(doc))
-            n = len(corpus)
-            self._idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
+                logging.getLogger("bm25s").setLevel(logging.WARNING)
+                bm25 = bm25s.BM25.load(str(saved), mmap=True)
+            else:  # an index written before BM25 was saved with it
+                context = bool(self.manifest.get("chunking", {}).get("role_context"))  # as the vectors were
+                bm25 = build_lexical(lexical_corpus(self.index.chunks, self.index.articles, context))
+            if self.index.chunks:
+                # document frequency of each term: its column's entries in bm25s's sparse score matrix
+                df = np.diff(np.asarray(bm25.scores["indptr"]))
+                n = len(self.index.chunks)
+                self._idf = {t: math.log(1 + (n - int(df[i]) + 0.5) / (int(df[i]) + 0.5))
+                             for t, i in bm25.vocab_dict.items() if i < len(df) and df[i] > 0}
             self._bm25 = bm25
         return self._bm25
 

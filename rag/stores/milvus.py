@@ -29,8 +29,8 @@ Milvus Lite 3.2 keeps BM25 statistics per segment (its own TODO in ``engine/coll
 collection spans several segments, lexical scores are close to, not equal to, bm25s's.
 
 BM25 terms are ours. Milvus Lite 3.2 offers only the "standard" and "jieba" tokenizers (no
-"whitespace"), whose splitting differs from ``rag.retrieve.tokenize`` ("11.4", "covid-19"), so ``text``
-holds ``rag.retrieve.terms`` with each term made one standard token: a plain ``[a-z0-9]+`` term as it
+"whitespace"), whose splitting differs from ``rag.vocab.tokenize`` ("11.4", "covid-19"), so ``text``
+holds ``rag.vocab.terms`` with each term made one standard token: a plain ``[a-z0-9]+`` term as it
 is, any other as ``h`` + 16 hex digits of its blake2b hash. The engine then scores the very terms bm25s
 scores, with bm25s's k1 and b, and TEXT_MATCH counts give the same idf.
 
@@ -439,7 +439,7 @@ class CollectionWriter:
 
     def add_chunk(self, chunk: Chunk, vector: np.ndarray, lexical: str) -> None:
         """``lexical``: what BM25 indexes (``chunk.lexical_text``)."""
-        from ..retrieve import terms
+        from ..vocab import terms
 
         record = json.dumps(chunk.to_dict(), ensure_ascii=False)
         if len(record.encode()) > MAX_RECORD_BYTES:
