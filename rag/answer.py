@@ -110,7 +110,7 @@ class Assistant:
         if self._embedder is None:
             from .embed import get_embedder
 
-            self._embedder = get_embedder(self.settings.embedder)
+            self._embedder = get_embedder(self.settings)
         return self._embedder
 
     @property

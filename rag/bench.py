@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from .errors import RagError
+from .files import write_atomic
 from .settings import Settings
 
 Echo = Callable[[str], None]
@@ -135,7 +136,7 @@ class _Context:
     def embedder(self) -> Any:
         from .embed import get_embedder  # loaded once per process by get_embedder itself
 
-        return get_embedder(self.settings.embedder)
+        return get_embedder(self.settings)
 
     @property
     def seed_settings(self) -> Settings:
@@ -699,9 +700,7 @@ def write_results(out: Path, results: dict[str, Any]) -> None:
     """Write bench.json and bench.md atomically (a crash never leaves half a file)."""
     for name, text in (("bench.json", json.dumps(results, indent=1, ensure_ascii=False)),
                        ("bench.md", render_markdown(results))):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text + "\n", encoding="utf-8")
-        os.replace(tmp, out / name)
+        write_atomic(out / name, text + "\n")
 
 
 def render_markdown(results: dict[str, Any]) -> str:

@@ -190,7 +190,7 @@ class _GivenVectors:
     def __init__(self, vectors: dict[str, list[float]]) -> None:
         self.vectors = vectors
 
-    def embed_cached(self, texts: list[str]) -> np.ndarray:
+    def embed_cached(self, texts: list[str], kind: str = "query") -> np.ndarray:
         return np.array([self.vectors[t] for t in texts], np.float32)
 
 

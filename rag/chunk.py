@@ -8,7 +8,7 @@ substring of the file and a caption is never glued to the paragraph after it.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from .records import Article, Chunk
@@ -50,12 +50,26 @@ def sections(article: Article) -> Iterator[tuple[int, int, Role]]:
         yield run
 
 
-def chunk_article(article: Article, chunk_size: int = 700, chunk_overlap: int = 100) -> list[Chunk]:
-    """Chunks with exact offsets: ``article.text[c.start:c.end] == c.text`` for every chunk."""
+def paged(article: Article, spans: Iterable[tuple[int, int, Role]]) -> Iterator[tuple[int, int, Role]]:
+    """``spans`` cut at page starts (stripped of the whitespace around the cut), so no chunk crosses a page."""
+    for start, end, role in spans:
+        for cut in (p for p in article.pages if start < p < end):
+            head = article.text[start:cut].rstrip()
+            if head:
+                yield start, start + len(head), role
+            start = cut + len(article.text[cut:end]) - len(article.text[cut:end].lstrip())
+        if start < end:
+            yield start, end, role
+
+
+def chunk_article(article: Article, chunk_size: int, chunk_overlap: int) -> list[Chunk]:
+    """Chunks with exact offsets: ``article.text[c.start:c.end] == c.text`` for every chunk.
+
+    Sizes come from ``Settings`` (``chunk_size``, ``chunk_overlap``), the one home of their defaults."""
     split = splitter(chunk_size, chunk_overlap)
     stem = article.name.rsplit(".", 1)[0]
     chunks: list[Chunk] = []
-    for s_start, s_end, role in sections(article):
+    for s_start, s_end, role in paged(article, sections(article)):
         section = article.text[s_start:s_end]
         prev_start, prev_end = -1, 0
         for piece in split.split_text(section):
@@ -68,6 +82,7 @@ def chunk_article(article: Article, chunk_size: int = 700, chunk_overlap: int = 
                 chunk_id=f"{stem}#{len(chunks)}", article=article.name, title=article.title,
                 start=start, end=end, text=piece, sentences=tuple(sentence_spans(article.text, start, end)),
                 role=role,
+                page=article.page_at(start),
             ))
     return chunks
 

@@ -23,6 +23,7 @@ from .adequacy import gives_kind, is_echo
 from .chunk import sentence_spans
 from .prompt import REFUSAL
 from .question import Question, as_question
+from .readers import page_at
 from .records import Citation, Evidence, Note, SentenceCheck
 from .vocab import MARKER, NAME, NUMBER, STOPWORDS, UNITS, WORD, content_words, digits, strip_markers
 
@@ -385,5 +386,7 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
         source = texts_by_article[ev.chunk.article]
         citations.append(Citation(marker=new_num[m], article=ev.chunk.article, title=ev.chunk.title,
                                   chunk_id=ev.chunk.chunk_id, start=a, end=b, quote=source[a:b],
-                                  support=supports[m], role=ev.chunk.role))
+                                  support=supports[m], role=ev.chunk.role,
+                                  # the quote's own page: evidence may run on past its chunk's page
+                                  page=None if ev.chunk.page is None else page_at(source, a)))
     return Verified(text, True, tuple(citations), tuple(checks))

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from .errors import RagError
+from .files import write_atomic
 from .settings import Settings
 
 
@@ -79,11 +80,11 @@ def index(settings: Settings, paths: tuple[Path, ...], rebuild: bool, keep_exist
 
 @main.command()
 @click.argument("query")
-@click.option("--k", default=5, show_default=True, help="How many passages.")
+@click.option("--k", type=int, default=None, help="How many passages (default: the k setting, 4).")
 @click.option("--mode", type=click.Choice(["hybrid", "dense", "lexical"]), default="hybrid", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @common
-def search(settings: Settings, query: str, k: int, mode: str, as_json: bool) -> None:
+def search(settings: Settings, query: str, k: int | None, mode: str, as_json: bool) -> None:
     """Show the passages retrieved for QUERY.
 
     \b
@@ -101,7 +102,8 @@ def search(settings: Settings, query: str, k: int, mode: str, as_json: bool) -> 
         return
     for p in passages:
         c = p.chunk
-        click.echo(f"{p.rank}. [{p.score:.4f}] {c.article} {c.start}-{c.end}  {c.title}")
+        page = f" p. {c.page}" if c.page else ""
+        click.echo(f"{p.rank}. [{p.score:.4f}] {c.article}{page} {c.start}-{c.end}  {c.title}")
         click.echo("   " + " ".join(c.text.split())[:300])
 
 
@@ -169,7 +171,8 @@ def ask(settings: Settings, question: str, k: int | None, model: str | None, bac
             if note:
                 click.echo(f"({note})")
         for c in answer.citations:
-            where = f"{c.article} {c.start}-{c.end}" + (f"; {c.role_note}" if c.role_note else "")
+            page = f" p. {c.page}" if c.page else ""
+            where = f"{c.article}{page} {c.start}-{c.end}" + (f"; {c.role_note}" if c.role_note else "")
             click.echo(f"  [{c.marker}] {c.title} ({where}): “{' '.join(c.quote.split())}”")
 
 
@@ -213,9 +216,7 @@ def report(settings: Settings, questions_file: Path, out: Path, fmt: str, k: int
     text = (report_markdown(answers, articles=assistant.store.articles) if fmt == "markdown"
             else report_json(answers))
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    write_atomic(out, text)
     click.echo(f"wrote {len(answers)} answers to {out}")
 
 

@@ -1,10 +1,16 @@
-"""Text embedders behind one small interface; the default is the bundled all-MiniLM-L6-v2.
+"""Text embedders behind one small interface and one table, ``EMBEDDERS``; the default is the bundled
+all-MiniLM-L6-v2.
 
-Weights are only ever read from an installed package or a local folder: nothing is downloaded.
+A backend is a function building an ``Embedder`` (a class with ``_embed_batch``) from ``Settings``;
+adding one is that class and one entry in ``EMBEDDERS`` (``Settings.embed_backend`` picks it).
+``embed(texts, kind=...)`` tells queries from passages, since many embedders (E5, BGE, nomic) expect
+a prefix on one or both (``Settings.query_prefix``, ``Settings.passage_prefix``). Weights are only
+ever read from an installed package or a local folder, or computed by a server the settings name:
+nothing is downloaded.
 
-A sentence-transformers folder that is a plain BERT with mean pooling and normalisation (the bundled
-MiniLM is one) runs in numpy (:class:`BertEmbedder`): the same vectors as sentence-transformers to
-float32 rounding, without importing torch, transformers and scikit-learn, which is most of a cold
+A local sentence-transformers folder that is a plain BERT with mean pooling and normalisation (the
+bundled MiniLM is one) runs in numpy (:class:`BertEmbedder`): the same vectors as sentence-transformers
+to float32 rounding, without importing torch, transformers and scikit-learn, which is most of a cold
 start (``import sentence_transformers``: 3-6 s on 2 cores, ~500 MB). Other folders go through
 sentence-transformers.
 """
@@ -14,13 +20,16 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from .errors import ModelError
-from .settings import DEFAULT_EMBEDDER
+from .settings import DEFAULT_EMBEDDER, Settings
+
+Kind = Literal["query", "passage"]
 
 
 class Embedder:
@@ -33,43 +42,49 @@ class Embedder:
     dim: int = 0
     batch_size: int = 64
 
-    def __init__(self) -> None:
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+    def __init__(self, query_prefix: str = "", passage_prefix: str = "") -> None:
+        self.prefixes: dict[str, str] = {"query": query_prefix, "passage": passage_prefix}
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()  # by prefixed text
         self._lock = threading.Lock()
 
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
         raise NotImplementedError
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str], kind: Kind = "passage") -> np.ndarray:
+        """Vectors of ``texts``: a ``query`` (a question) or a ``passage`` (text to be found)."""
         if isinstance(texts, str):
             raise TypeError("embed() takes a list of texts, not one string")
+        prefix = self.prefixes[kind]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for i in range(0, len(texts), self.batch_size):
-            batch = [t if t.strip() else " " for t in texts[i:i + self.batch_size]]
+            batch = [prefix + t if t.strip() else prefix + " " for t in texts[i:i + self.batch_size]]
             out[i:i + len(batch)] = self._embed_batch(batch)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-12)
 
-    def embed_cached(self, texts: Sequence[str], max_items: int = 20_000) -> np.ndarray:
-        """Like ``embed`` but remembers vectors of texts seen before (queries, evidence sentences)."""
+    def embed_cached(self, texts: Sequence[str], kind: Kind = "passage", max_items: int = 20_000) -> np.ndarray:
+        """Like ``embed`` but remembers vectors of texts seen before (queries, evidence sentences); the
+        cache is keyed by the prefixed text, so without prefixes a query and a passage share one vector."""
+        prefix = self.prefixes[kind]
         with self._lock:
-            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+            missing = list(dict.fromkeys(t for t in texts if prefix + t not in self._cache))
         if missing:
-            vecs = self.embed(missing)
+            vecs = self.embed(missing, kind)
             with self._lock:
                 for t, v in zip(missing, vecs, strict=True):
-                    self._cache[t] = v
+                    self._cache[prefix + t] = v
                 while len(self._cache) > max_items:
                     self._cache.popitem(last=False)
         with self._lock:
-            return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+            return (np.stack([self._cache[prefix + t] for t in texts]) if texts
+                    else np.zeros((0, self.dim), np.float32))
 
 
 class SentenceTransformerEmbedder(Embedder):
     """A sentence-transformers model from a local folder (default: the bundled all-MiniLM-L6-v2)."""
 
-    def __init__(self, name: str = DEFAULT_EMBEDDER) -> None:
-        super().__init__()
+    def __init__(self, name: str = DEFAULT_EMBEDDER, query_prefix: str = "", passage_prefix: str = "") -> None:
+        super().__init__(query_prefix, passage_prefix)
         self.name = name
         self.path = resolve_embedder_path(name)
         from sentence_transformers import SentenceTransformer  # 5-9 s import (torch): only when needed
@@ -97,8 +112,9 @@ class BertEmbedder(Embedder):
     relative positions or models without ``model.safetensors``: :func:`is_plain_bert` says when it applies.
     """
 
-    def __init__(self, path: Path, name: str = DEFAULT_EMBEDDER) -> None:
-        super().__init__()
+    def __init__(self, path: Path, name: str = DEFAULT_EMBEDDER, query_prefix: str = "",
+                 passage_prefix: str = "") -> None:
+        super().__init__(query_prefix, passage_prefix)
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
@@ -222,14 +238,61 @@ def resolve_embedder_path(name: str) -> Path:
     return path
 
 
-_LOADED: dict[str, Embedder] = {}
+def local_embedder(name: str, query_prefix: str = "", passage_prefix: str = "") -> Embedder:
+    """A local sentence-transformers folder: in numpy when it is a plain BERT, else sentence-transformers."""
+    path = resolve_embedder_path(name)
+    if is_plain_bert(path):
+        return BertEmbedder(path, name, query_prefix, passage_prefix)
+    return SentenceTransformerEmbedder(name, query_prefix, passage_prefix)
+
+
+class OpenAIEmbedder(Embedder):
+    """Any OpenAI-compatible ``POST {base_url}/embeddings`` server (llama.cpp server, vLLM, TEI, Ollama);
+    ``Settings.embedder`` is the model name sent."""
+
+    batch_size = 32
+
+    def __init__(self, name: str, base_url: str, api_key: str = "not-needed", query_prefix: str = "",
+                 passage_prefix: str = "", timeout: float = 60.0) -> None:
+        super().__init__(query_prefix, passage_prefix)
+        import httpx
+
+        if not base_url:
+            raise ModelError("embed_backend 'openai' needs embed_base_url, e.g. http://127.0.0.1:8080/v1")
+        self.name, self.url = name, base_url.rstrip("/") + "/embeddings"
+        self._client = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {api_key}"})
+        self.dim = int(self._embed_batch(["dimension probe"]).shape[1])
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        import httpx
+
+        try:
+            r = self._client.post(self.url, json={"model": self.name, "input": texts})
+            r.raise_for_status()
+            rows = sorted(r.json()["data"], key=lambda d: d["index"])
+        except (httpx.HTTPError, KeyError, ValueError) as e:
+            raise ModelError(f"embedding server {self.url} failed: {e}") from e
+        return np.asarray([d["embedding"] for d in rows], dtype=np.float32)
+
+
+# The embedder backends by ``Settings.embed_backend``: one entry per backend.
+EMBEDDERS: dict[str, Callable[[Settings], Embedder]] = {
+    "sentence-transformers": lambda s: local_embedder(s.embedder, s.query_prefix, s.passage_prefix),
+    "openai": lambda s: OpenAIEmbedder(s.embedder, s.embed_base_url, s.api_key, s.query_prefix, s.passage_prefix),
+}
+
+_LOADED: dict[tuple[str, ...], Embedder] = {}
 _LOAD_LOCK = threading.Lock()
 
 
-def get_embedder(name: str = DEFAULT_EMBEDDER) -> Embedder:
-    """Load an embedder once per process."""
+def get_embedder(settings: Settings | str | None = None) -> Embedder:
+    """The embedder the settings ask for (or the default backend with the model ``name``), loaded once
+    per process."""
+    s = settings if isinstance(settings, Settings) else Settings(embedder=settings or DEFAULT_EMBEDDER)
+    key = (s.embed_backend, s.embedder, s.embed_base_url, s.query_prefix, s.passage_prefix)
     with _LOAD_LOCK:
-        if name not in _LOADED:
-            path = resolve_embedder_path(name)
-            _LOADED[name] = BertEmbedder(path, name) if is_plain_bert(path) else SentenceTransformerEmbedder(name)
-        return _LOADED[name]
+        if key not in _LOADED:
+            if s.embed_backend not in EMBEDDERS:
+                raise ModelError(f"unknown embed_backend {s.embed_backend!r}; use one of {', '.join(EMBEDDERS)}")
+            _LOADED[key] = EMBEDDERS[s.embed_backend](s)
+        return _LOADED[key]

@@ -37,7 +37,9 @@ from typing import TYPE_CHECKING, Any
 from . import metrics as M
 from . import stats
 from .errors import GoldError, InputError
+from .files import write_atomic as _write_atomic
 from .records import Note
+from .records import short as _short
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -464,12 +466,6 @@ def read_results(path: Path, repair: bool = False) -> dict[str, Record]:
     return {rec["id"]: rec for rec, _ in good}
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def _note(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -724,11 +720,6 @@ def _question_md(rank: int, item: GoldItem, rec: Record, kind: int) -> str:
               "**Scores:** " + ", ".join(f"{n} {v:.2f}" for n, v in shown.items()) +
               f"; total {rec['timings'].get('total_s', 0):.1f} s", ""]
     return "\n".join(lines)
-
-
-def _short(text: str, n: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def report_markdown(summary: Mapping[str, Any], items: Sequence[GoldItem], records: Sequence[Record],

@@ -1,13 +1,14 @@
-"""Read article files (.txt, .md, .html) and label every line by its role on the page.
+"""Read article files (any format of ``rag.readers.READERS``) and label every line by its role on the page.
 
 Ingestion never rewrites text nor deletes what a reader can read: every line that carries words is kept
 as a block with a role (body, headline, byline, caption, related, site, footer; see ``roles``), and only
 lines that carry nothing are dropped (a bare "Advertisement", a clip length, exact repeats, which point
 to their first copy). Every chunk and citation maps back to the file by character offsets.
 
-Not handled: PDFs and other binary formats; pages whose article text sits in scripts; for HTML files the
-"original text" is the text extracted from the markup (block elements joined by blank lines), since the
-raw markup is not readable prose; offsets index that extracted text, which the index stores.
+A reader (``rag.readers``) turns each file into text and metadata; for HTML, PDF, DOCX and e-mail the
+"original text" is the text the reader extracted (paragraphs joined by blank lines), since markup and
+binary files are not readable prose; offsets index that text, which the index stores. The same line
+labelling then runs on every format's text. Not handled: pages whose article text sits in scripts.
 """
 
 from __future__ import annotations
@@ -19,17 +20,17 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import InputError
+from .readers import SUFFIXES, decode_text, reader_for
 from .records import Article, Block, Coverage, Dropped
 from .roles import BYLINE, DATE, REPEAT, Role, find_title, label_lines, split_lines
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm")
-CLEANER_VERSION = 3  # bump when the cleaning rules change: indexes built by older rules get rebuilt
+CLEANER_VERSION = 4  # bump when the cleaning rules change (4: readers, HTML through trafilatura): rebuilds old indexes
 
 
-def read_text(path: Path, max_bytes: int = 5_000_000) -> tuple[str, str]:
-    """Return the file's text and the sha256 of its bytes; refuse binary, non-UTF-8 or huge files."""
+def read_bytes(path: Path, max_bytes: int = 5_000_000) -> tuple[bytes, str]:
+    """Return the file's bytes and their sha256; refuse unreadable or huge files."""
     try:
         size = path.stat().st_size
     except OSError as e:
@@ -40,34 +41,31 @@ def read_text(path: Path, max_bytes: int = 5_000_000) -> tuple[str, str]:
         data = path.read_bytes()
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror})") from e
-    digest = hashlib.sha256(data).hexdigest()
-    if b"\x00" in data:  # anywhere: a NUL after the first 8 KB is still no text article
-        raise InputError(f"{path}: looks binary (NUL bytes), not a text article")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not valid UTF-8 (byte {e.start}); re-save it as UTF-8") from e
-    controls = sum(1 for ch in text[:8192] if ord(ch) < 32 and ch not in "\n\r\t\f")
-    if controls > max(8, len(text[:8192]) // 100):
-        raise InputError(f"{path}: looks binary ({controls} control characters), not a text article")
-    return text, digest
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def read_text(path: Path, max_bytes: int = 5_000_000) -> tuple[str, str]:
+    """Return a text file's text and the sha256 of its bytes; refuse binary, non-UTF-8 or huge files."""
+    data, digest = read_bytes(path, max_bytes)
+    return decode_text(data, path), digest
 
 
 def load_article(path: Path, max_bytes: int = 5_000_000, name: str | None = None) -> Article:
-    """Read one file and label its lines by role. Raises InputError for unusable files."""
-    text, digest = read_text(path, max_bytes)
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise InputError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(SUFFIXES)}")
-    html_title = None
-    if suffix in (".html", ".htm"):
-        text, html_title = html_to_text(text)
-    article = parse_article(text, name or path.name, digest, markdown=suffix in (".md", ".markdown"),
-                            title_hint=html_title)
-    if not any(b.role in (Role.BODY, Role.HEADLINE) for b in article.blocks):
+    """Read one file with its format's reader and label its lines by role. Raises InputError for
+    unusable files. Metadata the file states (HTML meta tags, document properties) wins over what the
+    line rules guess; a role the reader knows (a PDF's running head, a web page's reader comments)
+    wins over the role the line rules give."""
+    data, digest = read_bytes(path, max_bytes)
+    read = reader_for(Path(name) if name else path)(data, path)
+    article = parse_article(read.text, name or path.name, digest, markdown=read.markdown, title_hint=read.title)
+    blocks = tuple(next((Block(b.start, b.end, role) for s, e, role in read.roles if s < b.end and b.start < e), b)
+                   for b in article.blocks)
+    if not any(b.role in (Role.BODY, Role.HEADLINE) for b in blocks):
         raise InputError(f"{path}: no article text found (empty, or only page furniture such as "
                          "advertisements and comment prompts)")
-    return Article(**{**article.__dict__, "path": str(path)})
+    return Article(**{**article.__dict__, "path": str(path), "blocks": blocks, "pages": read.pages,
+                      "date": read.date or article.date, "source": read.source or article.source,
+                      "author": read.author or article.author})
 
 
 def parse_article(text: str, name: str, sha256: str = "", *, markdown: bool = False,
@@ -134,31 +132,6 @@ def iter_paths(paths: Iterable[Path]) -> Iterator[Path]:
             yield p
         else:
             raise InputError(f"{p}: no such file or folder")
-
-
-def html_to_text(html: str) -> tuple[str, str | None]:
-    """Extract readable text from HTML: block elements joined by blank lines, scripts and nav dropped."""
-    from selectolax.lexbor import LexborHTMLParser as HTMLParser  # selectolax >= 1.0 dropped .parser
-
-    tree = HTMLParser(html)
-    title_node = tree.css_first("h1") or tree.css_first("title")
-    title = " ".join(title_node.text().split()) if title_node else None
-    for sel in ("script", "style", "noscript", "nav", "header", "footer", "aside", "form", "iframe",
-                "svg", "button", "figure figcaption"):
-        for node in tree.css(sel):
-            node.decompose()
-    root = tree.css_first("article") or tree.body or tree.root
-    parts: list[str] = []
-    if root is not None:
-        for node in root.css("h1, h2, h3, h4, p, li, blockquote, pre, td"):
-            if len(node.css("p, li")) > (node.tag in ("p", "li")):  # lexbor's css() matches the node too
-                continue  # the text is picked up from the inner block
-            t = " ".join(node.text(separator=" ").split())
-            if t:
-                parts.append(t)
-        if not parts:
-            parts = [" ".join(s.split()) for s in root.text(separator="\n").splitlines() if s.strip()]
-    return "\n\n".join(parts), title
 
 
 def _first_sentence(line: str) -> str | None:

@@ -14,7 +14,7 @@ when its *structure* is that of an instruction to an AI, whatever its words:
 
 English, French, German, Spanish and Chinese are covered. Markup that hides text from a human reader
 (HTML comments, markdown link titles, ``alt``/``title`` attributes left in a text or Markdown file) is
-checked on its own. HTML files lose comments and attributes at ingest (``ingest.html_to_text``); their
+checked on its own. HTML files lose comments and attributes at ingest (``readers.read_html``); their
 visible text, hidden by CSS or not, is checked like any other.
 
 Not handled: instructions in languages other than those five, in images, or spread over sentences that

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelError
+from .files import write_atomic
 from .settings import Settings
 
 REPACK_CHOICES = ("auto", "on", "off")
@@ -139,9 +140,7 @@ def probe(settings: Settings, model: Path, *, force: bool = False, timeout: floa
               "cpu": cpu_name(), "amx": has_amx(), "detail": (done.stderr or "").strip()[-400:]}
     if record["ok"]:  # only success is cached: a fix (a setting, a rebuild) is picked up at once
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(record))
     return _verdict(record, model)
 
 

@@ -6,6 +6,7 @@ Every offset is a Python ``str`` index into the article file's original UTF-8 te
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -13,7 +14,8 @@ from typing import Any
 from .roles import Role, role_phrase
 
 
-def _short(text: str, n: int = 60) -> str:
+def short(text: str, n: int = 60) -> str:
+    """``text`` on one line, cut to ``n`` characters with an ellipsis."""
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 1] + "…"
 
@@ -52,21 +54,40 @@ class Article:
     blocks: tuple[Block, ...] = ()
     path: str = ""
     dropped: tuple[Dropped, ...] = ()
+    pages: tuple[int, ...] = ()  # start offset of page 1, 2, ... in ``text``, for paged formats (PDF)
 
     def __repr__(self) -> str:
-        return f"Article(name={self.name!r}, title={_short(self.title)!r}, blocks={len(self.blocks)})"
+        return f"Article(name={self.name!r}, title={short(self.title)!r}, blocks={len(self.blocks)})"
 
     @property
     def about(self) -> str:
         """What a reader sees of the article besides its text: title, source, author, date."""
         return " ".join(filter(None, (self.title, self.source, self.author, self.date)))
 
+    def page_at(self, offset: int) -> int | None:
+        """The 1-based page holding ``offset``, or None for a format without pages."""
+        return max(1, bisect_right(self.pages, offset)) if self.pages else None
+
     def meta(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("text")
         d.pop("blocks")
         d.pop("dropped")
+        d.pop("pages")
         return d
+
+    def to_dict(self) -> dict[str, Any]:
+        """The article as stored in an index (both stores): metadata, text, labelled blocks, dropped
+        lines and page starts."""
+        return {**self.meta(), "text": self.text, "blocks": [[b.start, b.end, b.role.value] for b in self.blocks],
+                "dropped": [[d.start, d.end, d.reason, d.same_as] for d in self.dropped], "pages": list(self.pages)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Article:
+        return cls(**{**d, "blocks": tuple(Block(b[0], b[1], Role(b[2] if len(b) > 2 else Role.BODY))
+                                           for b in d.get("blocks", ())),
+                      "dropped": tuple(Dropped(*x) for x in d.get("dropped", ())),
+                      "pages": tuple(d.get("pages", ()))})
 
 
 @dataclass(frozen=True)
@@ -105,10 +126,11 @@ class Chunk:
     text: str
     sentences: tuple[tuple[int, int], ...] = ()  # sentence spans, absolute offsets into the article
     role: Role = Role.BODY  # a chunk holds lines of one role only
+    page: int | None = None  # 1-based page of a paged format (a chunk never crosses a page)
 
     def __repr__(self) -> str:
         role = "" if self.role is Role.BODY else f", {self.role.value}"
-        return f"Chunk({self.chunk_id!r}, {self.start}:{self.end}{role}, {_short(self.text)!r})"
+        return f"Chunk({self.chunk_id!r}, {self.start}:{self.end}{role}, {short(self.text)!r})"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -147,8 +169,8 @@ class Passage:
     def to_dict(self) -> dict[str, Any]:
         c = self.chunk
         return {"rank": self.rank, "article": c.article, "title": c.title, "chunk_id": c.chunk_id,
-                "start": c.start, "end": c.end, "role": c.role.value, "score": round(self.score, 6),
-                "text": c.text, "flagged": [list(s) for s in self.flagged]}
+                "start": c.start, "end": c.end, "page": c.page, "role": c.role.value,
+                "score": round(self.score, 6), "text": c.text, "flagged": [list(s) for s in self.flagged]}
 
 
 @dataclass(frozen=True)
@@ -176,6 +198,7 @@ class Citation:
     quote: str  # == original article text[start:end]
     support: float = 0.0  # how well the cited quote supports the sentence(s) citing it, 0..1
     role: Role = Role.BODY  # the role of the quoted lines: a caption or related headline says so
+    page: int | None = None  # 1-based page of the quote, for paged formats (PDF)
 
     @property
     def role_note(self) -> str:
@@ -185,8 +208,8 @@ class Citation:
 
     def to_dict(self) -> dict[str, Any]:
         return {"marker": self.marker, "article": self.article, "title": self.title,
-                "chunk_id": self.chunk_id, "start": self.start, "end": self.end, "quote": self.quote,
-                "support": round(self.support, 3), "role": self.role.value}
+                "chunk_id": self.chunk_id, "start": self.start, "end": self.end, "page": self.page,
+                "quote": self.quote, "support": round(self.support, 3), "role": self.role.value}
 
 
 class Note(StrEnum):

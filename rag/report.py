@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 
-from .records import Answer, Article, Citation, Note
+from .records import Answer, Article, Citation, Note, short
 from .vocab import MARKER
 
 # HTML specials as entities; Markdown's inline specials backslash-escaped (both render as the character).
@@ -37,8 +37,7 @@ def md_answer(text: str) -> str:
 
 
 def quote_line(text: str, limit: int = 400) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return short(text, limit)
 
 
 def check_note(answer: Answer) -> str:
@@ -67,12 +66,10 @@ def reference(citation: Citation, article: Article | None = None) -> str:
     title = (article.title if article else "") or citation.title or citation.article
     where = [m for m in ((article.source, article.date) if article else ()) if m]
     locator = [citation.article, f"characters {citation.start}–{citation.end}"]
-    role = getattr(citation, "role_note", None)
-    page = getattr(citation, "page", None)
-    if page not in (None, ""):
-        locator.append(f"page {page}")
-    if role:
-        locator.append(str(role))
+    if citation.page:
+        locator.append(f"p. {citation.page}")
+    if citation.role_note:
+        locator.append(citation.role_note)
     parts = [p.strip() for p in (title, ", ".join(where), ", ".join(locator)) if p.strip()]
     return " ".join(p if p[-1] in ".?!…" else p + "." for p in parts)
 

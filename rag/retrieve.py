@@ -51,7 +51,7 @@ class Retriever:
         return self.store.idf(term)
 
     def dense(self, query: str, n: int) -> list[tuple[str, float]]:
-        vec = self.embedder.embed_cached([query])[0]
+        vec = self.embedder.embed_cached([query], "query")[0]
         return self.store.dense(vec, n)
 
     def lexical(self, query: str, n: int) -> list[tuple[str, float]]:

@@ -1,14 +1,14 @@
 """The one settings object: defaults < config file (``rag.toml``) < environment (``RAG_*``) < CLI flags.
 
-Settings that shape the index (embedder, chunking) are hashed into ``index_key`` and recorded in the
-manifest, so a changed chunk size or embedder can never silently reuse a stale index.
+It is the one home of defaults: functions that take a setting default to ``Settings()``'s value.
+Settings that shape the index (embedder, its prefixes, chunking) are recorded in the manifest and
+checked on load (``rag.store.check_manifest``), so a changed chunk size or embedder can never silently
+reuse a stale index.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import tomllib
 from dataclasses import dataclass, fields
@@ -30,7 +30,11 @@ class Settings:
     # corpus and index
     index_dir: Path = Path("index")
     corpus: Path = Path("seeds")
-    embedder: str = DEFAULT_EMBEDDER  # a bundled name or a local sentence-transformers folder
+    embedder: str = DEFAULT_EMBEDDER  # a bundled name, a local sentence-transformers folder or a served model
+    embed_backend: str = "sentence-transformers"  # a key of rag.embed.EMBEDDERS: sentence-transformers | openai
+    embed_base_url: str = ""  # for embed_backend=openai, e.g. http://127.0.0.1:8080/v1
+    query_prefix: str = ""  # prepended to questions before embedding (E5: "query: ")
+    passage_prefix: str = ""  # prepended to article text before embedding (E5: "passage: ")
     chunk_size: int = 700  # characters; ~150 tokens, so 4 chunks fit a small model's budget
     chunk_overlap: int = 100
     index_type: str = "auto"  # auto | flat | hnsw | ivf (auto: flat below store.APPROX_MIN_VECTORS)
@@ -86,15 +90,6 @@ class Settings:
     # guards
     max_question_chars: int = 2000
     answer_cache_size: int = 256
-
-    @property
-    def index_key(self) -> dict[str, Any]:
-        """The settings that shape the stored index."""
-        return {"embedder": self.embedder, "chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap}
-
-    @property
-    def index_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.index_key, sort_keys=True).encode()).hexdigest()[:12]
 
     def replace(self, **changes: Any) -> Settings:
         changes = {k: v for k, v in changes.items() if v is not None}

@@ -33,14 +33,15 @@ import numpy as np
 
 from .chunk import chunk_article, search_text
 from .errors import IndexCorruptError, IndexMismatchError, IndexMissingError, InputError, RagError
+from .files import write_atomic
 from .ingest import CLEANER_VERSION, coverage, iter_paths, load_article
-from .records import Article, Block, Chunk, Coverage, Dropped
-from .roles import Role
+from .readers import formats
+from .records import Article, Chunk, Coverage
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: blocks and chunks carry a role; dropped lines are recorded
+FORMAT_VERSION = 3  # 2: blocks and chunks carry a role; dropped lines are recorded. 3: pages (PDF)
 # The automatic index choice, from `rag bench` (2 cores, 2 threads, 384-dim clustered vectors whose
 # neighbourhoods look like MiniLM's on news chunks, single queries, k=10):
 # - flat (exact): p50 1.6 ms at 10k, 17 ms at 100k, 154 ms at 1M. Exact and free to build, so it is
@@ -177,14 +178,22 @@ def check_manifest(manifest: dict[str, Any], settings: Settings, index_dir: Path
         raise IndexMismatchError(f"index at {index_dir} has format version {manifest.get('format_version')}, "
                                  f"this rag reads version {FORMAT_VERSION}; {fix}")
     emb = manifest.get("embedder", {})
-    if emb.get("name") != settings.embedder:
-        raise IndexMismatchError(f"index at {index_dir} was built with embedder {emb.get('name')!r}, "
-                                 f"settings ask for {settings.embedder!r}; {fix}")
+    built = (emb.get("name"), emb.get("backend", "sentence-transformers"), emb.get("passage_prefix", ""))
+    if built != (settings.embedder, settings.embed_backend, settings.passage_prefix):
+        raise IndexMismatchError(f"index at {index_dir} was built with embedder {emb.get('name')!r} "
+                                 f"({built[1]}, passage prefix {built[2]!r}), settings ask for "
+                                 f"{settings.embedder!r} ({settings.embed_backend}, passage prefix "
+                                 f"{settings.passage_prefix!r}); {fix}")
     chunking = manifest.get("chunking", {})
     want = chunking_of(settings)
     if chunking != want:
         raise IndexMismatchError(f"index at {index_dir} was built with chunking {chunking}, settings ask "
                                  f"for {want}; {fix}")
+
+
+def embedder_record(settings: Settings, name: str, dim: int) -> dict[str, Any]:
+    """What the manifest records of the embedder that made the vectors (``check_manifest`` compares it)."""
+    return {"name": name, "dim": dim, "backend": settings.embed_backend, "passage_prefix": settings.passage_prefix}
 
 
 def chunking_of(settings: Settings) -> dict[str, int]:
@@ -243,7 +252,7 @@ def build_index(paths: Iterable[Path], settings: Settings, embedder: Any = None,
                 articles.setdefault(name, a)
         if not articles:
             where = ", ".join(str(p) for p in paths)
-            raise InputError(f"no usable articles in {where} (.txt, .md or .html; "
+            raise InputError(f"no usable articles in {where} ({formats()}; "
                              f"{len(report.skipped)} skipped)")
         old_by_article: dict[str, list[int]] = {}
         if old is not None:
@@ -274,7 +283,7 @@ def build_index(paths: Iterable[Path], settings: Settings, embedder: Any = None,
             if embedder is None:
                 from .embed import get_embedder
 
-                embedder = get_embedder(settings.embedder)
+                embedder = get_embedder(settings)
             say(f"embedding {len(to_embed)} chunks from {len(report.added) + len(report.updated)} articles")
             new_vecs = embedder.embed([search_text(c, articles[c.article], settings.role_context)
                                        for c in to_embed])
@@ -390,7 +399,7 @@ def _write_version(index_dir: Path, settings: Settings, articles: dict[str, Arti
     manifest = {
         "format_version": FORMAT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "embedder": {"name": embedder_name, "dim": int(vectors.shape[1])},
+        "embedder": embedder_record(settings, embedder_name, int(vectors.shape[1])),
         "chunking": chunking_of(settings),
         "splitter": "langchain_text_splitters.RecursiveCharacterTextSplitter",
         "index_type": kind,
@@ -401,10 +410,7 @@ def _write_version(index_dir: Path, settings: Settings, articles: dict[str, Arti
     }
     with open(tmp / "articles.jsonl", "w", encoding="utf-8") as fh:
         for a in articles.values():
-            fh.write(json.dumps({**a.meta(), "text": a.text,
-                                "blocks": [[b.start, b.end, b.role.value] for b in a.blocks],
-                                "dropped": [[d.start, d.end, d.reason, d.same_as] for d in a.dropped]},
-                                ensure_ascii=False) + "\n")
+            fh.write(json.dumps(a.to_dict(), ensure_ascii=False) + "\n")
     with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as fh:
         for c in chunks:
             fh.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
@@ -421,10 +427,7 @@ def _write_version(index_dir: Path, settings: Settings, articles: dict[str, Arti
         _fsync(f)
     final = index_dir / name
     os.replace(tmp, final)
-    pointer_tmp = index_dir / f".CURRENT.{uuid.uuid4().hex[:6]}"
-    pointer_tmp.write_text(name + "\n", encoding="utf-8")
-    _fsync(pointer_tmp)
-    os.replace(pointer_tmp, index_dir / "CURRENT")
+    write_atomic(index_dir / "CURRENT", name + "\n")
     _fsync(index_dir)
     _remove_stale_versions(index_dir)
     return final
@@ -483,7 +486,4 @@ def _jsonl_lines(path: Path) -> list[str]:
 
 def _read_articles(path: Path) -> Iterator[Article]:
     for line in _jsonl_lines(path):
-        d = json.loads(line)
-        d["blocks"] = tuple(Block(s, e, Role(r)) for s, e, r in d.get("blocks", ()))
-        d["dropped"] = tuple(Dropped(*x) for x in d.get("dropped", ()))
-        yield Article(**d)
+        yield Article.from_dict(json.loads(line))

@@ -221,13 +221,10 @@ def test_reference_reads_like_a_reference_and_article_text_is_escaped() -> None:
 
 
 def test_reference_names_role_and_page_when_the_citation_has_them() -> None:
-    class Paged(Citation):
-        page = 3
-
-    ref = reference(Paged(1, "r.pdf", "Report", "r#0", 10, 20, "0123456789", role=Role.RELATED))
-    assert "page 3" in ref and "listed as a related headline" in ref
+    ref = reference(Citation(1, "r.pdf", "Report", "r#0", 10, 20, "0123456789", role=Role.RELATED, page=3))
+    assert "p. 3" in ref and "listed as a related headline" in ref
     body = reference(Citation(1, "r.txt", "Report", "r#0", 10, 20, "0123456789"))
-    assert "body" not in body and "related" not in body  # article text needs no label
+    assert "body" not in body and "related" not in body and "p. " not in body  # article text needs no label
 
 
 def test_refused_question_in_a_report_says_what_was_searched(fake_embedder: HashEmbedder) -> None:

@@ -129,9 +129,13 @@ def test_too_large_and_wrong_type(tmp_path: Path) -> None:
     big.write_text("word " * 1000)
     with pytest.raises(InputError, match="larger than"):
         load_article(big, max_bytes=100)
-    pdf = tmp_path / "x.pdf"
-    pdf.write_text("A sentence that would be fine in a text file, really.")
+    odt = tmp_path / "x.odt"
+    odt.write_text("A sentence that would be fine in a text file, really.")
     with pytest.raises(InputError, match="unsupported file type"):
+        load_article(odt)
+    pdf = tmp_path / "x.pdf"  # a known format whose bytes are not one
+    pdf.write_text("A sentence that would be fine in a text file, really.")
+    with pytest.raises(InputError, match="x.pdf: not a readable PDF"):
         load_article(pdf)
 
 

@@ -52,7 +52,7 @@ def attack_reaches_evidence(attack: dict, tmp_path: Path) -> bool:
     path = tmp_path / f"{attack['id']}{attack['suffix']}"
     path.write_text(host_article(attack["snippet"], attack["suffix"]), encoding="utf-8")
     article = load_article(path)
-    for chunk in chunk_article(article):
+    for chunk in chunk_article(article, Settings().chunk_size, Settings().chunk_overlap):
         flagged = set(flagged_spans(chunk))
         for s, e in chunk.sentences or ((chunk.start, chunk.end),):
             if (s, e) not in flagged and attack["payload"] in article.text[s:e]:

@@ -144,7 +144,7 @@ def test_nothing_usable_is_lost_in_the_index(tmp_path_factory: pytest.TempPathFa
         assert all(text[s:e] == t for s, e, t in stored)
 
 
-def test_html_keeps_paragraphs_and_drops_chrome(tmp_path: Path) -> None:
+def test_html_keeps_paragraphs_and_labels_chrome(tmp_path: Path) -> None:
     page = tmp_path / "page.html"
     page.write_text("<html><head><title>Site</title></head><body><nav>Home | World | Tech</nav>"
                     "<article><h1>Huawei unveils the Mate 60 phone today</h1><div><p>The phone is powered by "
@@ -156,7 +156,9 @@ def test_html_keeps_paragraphs_and_drops_chrome(tmp_path: Path) -> None:
     kept = [(article.text[b.start:b.end], b.role.value) for b in article.blocks]
     assert kept == [("Huawei unveils the Mate 60 phone today", "headline"),
                     ("The phone is powered by the Kirin 9000S chip, testers said.", "body"),
-                    ("Shipments began in August, the firm said.", "body")]
+                    ("Shipments began in August, the firm said.", "body"),
+                    ("Home | World | Tech", "site"), ("© 2024 Site", "footer")]  # chrome: after, labelled
+    assert "track()" not in article.text  # a script is not readable text
     assert article.title == "Huawei unveils the Mate 60 phone today"
     check_offsets(article)
 

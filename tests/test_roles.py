@@ -251,7 +251,7 @@ def test_a_file_of_only_furniture_is_refused_with_a_reason(tmp_path: Path) -> No
 
 def test_search_text_gives_furniture_its_role_and_neighbours_and_leaves_body_alone() -> None:
     article = load_article(SEEDS / "002_03be9f1c06671bc9.txt")
-    chunks = chunk_article(article)
+    chunks = chunk_article(article, Settings().chunk_size, Settings().chunk_overlap)
     credit = next(c for c in chunks if c.text == "Photo: Xinhua")
     text = search_text(credit, article)
     assert text.startswith(f"({role_phrase(Role.CAPTION)}) Photo: Xinhua\n")

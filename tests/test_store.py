@@ -16,7 +16,7 @@ from rag.errors import IndexCorruptError, IndexMismatchError, IndexMissingError,
 from rag.ingest import CLEANER_VERSION
 from rag.retrieve import Retriever, check_question
 from rag.settings import Settings
-from rag.store import IndexStore, build_index
+from rag.store import FORMAT_VERSION, IndexStore, build_index
 from rag.vocab import terms, tokenize
 
 from .conftest import ROOT, SEEDS
@@ -115,7 +115,7 @@ def test_changed_settings_trigger_full_rebuild(settings: Settings, seeds_copy: P
                                     "role_context": 1}
     again = build_index([seeds_copy], settings.replace(chunk_size=300, role_context=False), fake_embedder)
     assert again.rebuilt_reason and "role_context" in again.rebuilt_reason  # furniture re-embedded without context
-    assert manifest["index_type"] == "flat" and manifest["format_version"] == 2
+    assert manifest["index_type"] == "flat" and manifest["format_version"] == FORMAT_VERSION
     assert set(manifest["articles"]) == {p.name for p in SEEDS.glob("*.txt")}
 
 
@@ -151,7 +151,8 @@ def test_huge_question_is_refused() -> None:
 def test_real_embedder_and_faiss(real_index, real_embedder, real_settings) -> None:
     """The bundled MiniLM model and a real FAISS index find the passage with the answer."""
     r = Retriever(real_index, real_embedder, real_settings)
-    assert real_index.manifest["embedder"] == {"name": "all-MiniLM-L6-v2", "dim": 384}
+    assert real_index.manifest["embedder"] == {"name": "all-MiniLM-L6-v2", "dim": 384,
+                                               "backend": "sentence-transformers", "passage_prefix": ""}
     cases = {
         "Which chip powers the Mate 60 phone?": "Kirin 9000S",
         "How much did the Sora Index rise?": "11.4 per cent",

@@ -261,7 +261,8 @@ def test_upload_is_indexed_and_searchable(service: Service, tmp_path: Path, fake
     ("empty.txt", b"", "no article text"),
     ("latin1.txt", "Caf\u00e9 au lait is served daily in the town square.\n".encode("latin-1"), "UTF-8"),
     ("huge.txt", b"A sentence that is long enough to count as prose. " * 40, "limit"),
-    ("paper.pdf", b"%PDF-1.4 A sentence that is long enough to count as prose.", "unsupported file type"),
+    ("paper.pdf", b"%PDF-1.4 A sentence that is long enough to count as prose.", "not a readable PDF"),
+    ("slides.pptx", b"PK A sentence that is long enough to count as prose.", "unsupported file type"),
     (".hidden.txt", LANTERN.encode(), "dot"),
     ("000_24afeec690d630ed.txt", LANTERN.encode(), "already has this name"),
 ])

@@ -228,7 +228,7 @@ class ChatUI:
                                               max_lines=10, interactive=False, buttons=["copy"],
                                               elem_id="rag-markdown")
                 with gr.Column(scale=2), gr.Accordion("Add an article", open=True):
-                    upload = gr.File(label=f"Upload {', '.join(UPLOAD_SUFFIXES)} (UTF-8 text)",
+                    upload = gr.File(label=f"Upload {', '.join(UPLOAD_SUFFIXES)}",
                                      type="filepath", height=120, elem_id="rag-upload")
                     upload_status = gr.Markdown("", elem_id="rag-upload-status")
                     corpus = gr.Markdown(self.corpus_note(), elem_id="rag-corpus")

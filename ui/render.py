@@ -119,6 +119,8 @@ def source_card(citation: Citation, article: Article | None, turn: int) -> str:
     title = (article.title if article else "") or citation.title or citation.article
     meta = [m for m in ((article.date, article.source) if article else ()) if m]
     meta.append(citation.article)
+    if citation.page:
+        meta.append(f"p. {citation.page}")
     meta.extend(filter(None, [citation.role_note]))  # "listed as a related headline, ...": not article text
     return (f'<details class="rag-src" id="{anchor(turn, citation.marker)}" open>'
             f'<summary><span class="rag-n">[{citation.marker}]</span> '

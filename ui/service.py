@@ -24,13 +24,14 @@ from rag.answer import Assistant, Event, History, shared_assistant
 from rag.errors import InputError, RagError
 from rag.ingest import load_article
 from rag.llm import installed_models
+from rag.readers import SUFFIXES, formats
 from rag.records import Article
 from rag.settings import Settings
 from rag.store import IndexReport, build_index
 
 log = logging.getLogger(__name__)
 
-UPLOAD_SUFFIXES = (".txt", ".md", ".html")
+UPLOAD_SUFFIXES = SUFFIXES  # every format rag.readers reads
 _END = object()
 
 
@@ -187,7 +188,7 @@ class Service:
             raise InputError(f"{name or 'the file'}: names starting with a dot are not indexed; rename it")
         if Path(name).suffix.lower() not in UPLOAD_SUFFIXES:
             raise InputError(f"{name}: unsupported file type {Path(name).suffix or '(none)'!r}; upload a "
-                             f"{', '.join(UPLOAD_SUFFIXES)} file")
+                             f"{formats()} file")
         article = load_article(src, self.settings.max_file_bytes, name=name)
         try:
             existing = self.assistant().store.articles.get(name)

@@ -56,7 +56,8 @@ import numpy as np
 
 from ..chunk import chunk_article, lexical_text, search_text
 from ..errors import IndexCorruptError, IndexMissingError, InputError, RagError
-from ..records import Article, Block, Chunk
+from ..readers import formats
+from ..records import Article, Chunk
 from ..settings import Settings
 from ..store import (
     FORMAT_VERSION,
@@ -69,6 +70,7 @@ from ..store import (
     auto_index_kind,
     check_manifest,
     chunking_of,
+    embedder_record,
     read_articles,
     write_lock,
 )
@@ -346,9 +348,7 @@ class MilvusStore:
                                  filter=f'article == {lit(name)} and kind in ["article", "article_part"]')
         if not rows:
             raise KeyError(name)
-        d = json.loads("".join(r["record"] for r in sorted(rows, key=lambda r: r["id"])))
-        d["blocks"] = tuple(Block(s, e) for s, e in d.get("blocks", ()))
-        return Article(**d)
+        return Article.from_dict(json.loads("".join(r["record"] for r in sorted(rows, key=lambda r: r["id"]))))
 
 
 # -- writing ---------------------------------------------------------------------------------------------
@@ -428,8 +428,7 @@ class CollectionWriter:
                 self._put(self.collection + META, {f: row[f] for f in _META_FIELDS} | {"dense": [0.0, 0.0]})
 
     def add_article(self, article: Article) -> None:
-        d = {**article.meta(), "text": article.text, "blocks": [[b.start, b.end] for b in article.blocks]}
-        full = json.dumps(d, ensure_ascii=False)
+        full = json.dumps(article.to_dict(), ensure_ascii=False)
         pieces = [full[i:i + PIECE_CHARS] for i in range(0, len(full), PIECE_CHARS)]
         for i, piece in enumerate(pieces):
             self._put(self.collection + META, {
@@ -458,7 +457,7 @@ class CollectionWriter:
             "format_version": FORMAT_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "store": "milvus",
-            "embedder": {"name": embedder_name, "dim": self.dim},
+            "embedder": embedder_record(settings, embedder_name, self.dim),
             "chunking": chunking_of(settings),
             "splitter": "langchain_text_splitters.RecursiveCharacterTextSplitter",
             "index_type": kind,
@@ -536,7 +535,7 @@ def build_index(paths: Iterable[Path], settings: Settings, embedder: Any = None,
         kept = set(old_hashes) - set(articles) if keep_existing else set()
         if not articles and not kept:
             where = ", ".join(str(p) for p in paths)
-            raise InputError(f"no usable articles in {where} (.txt, .md or .html; {len(report.skipped)} skipped)")
+            raise InputError(f"no usable articles in {where} ({formats()}; {len(report.skipped)} skipped)")
         carry = set(kept)
         fresh: list[Article] = []
         for a_name in sorted(articles):
@@ -559,7 +558,7 @@ def build_index(paths: Iterable[Path], settings: Settings, embedder: Any = None,
         if (chunks or old is None) and embedder is None:
             from ..embed import get_embedder
 
-            embedder = get_embedder(settings.embedder)
+            embedder = get_embedder(settings)
         vectors = np.zeros((0, 0), np.float32)
         if chunks:
             say(f"embedding {len(chunks)} chunks from {len(fresh)} articles")
