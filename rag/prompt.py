@@ -140,12 +140,13 @@ def select_evidence(question: str | Question, passages: list[Passage], embedder:
         used += cost
         if len(chosen) >= max_items or used >= budget_tokens:
             break
-    # Merge adjacent chosen sentences of one chunk into a single span; keep the best score per span.
+    # Merge adjacent chosen sentences of one article and one role into a single span (a headline and the
+    # paragraph after it stay apart: a citation names its quote's role); keep the best score per span.
     groups: list[list[int]] = []
     for i in sorted(chosen, key=lambda j: (spans[j][0].article, spans[j][1])):
         last = spans[groups[-1][-1]] if groups else None
         art = spans[i][0].article
-        if last is not None and last[0].article == art and \
+        if last is not None and last[0].article == art and last[0].role is spans[i][0].role and \
                 texts_by_article[art][last[2]:spans[i][1]].strip() == "":
             groups[-1].append(i)
         else:

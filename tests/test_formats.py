@@ -369,9 +369,6 @@ def test_a_citation_names_the_page_of_its_quote_when_evidence_runs_past_its_chun
     assert c.quote == a.text[c.start:c.end] and quote in c.quote and c.page == 2 == a.page_at(c.start)
 
 
-@pytest.mark.xfail(strict=True, reason="main's select_evidence merges adjacent sentences of different chunks "
-                   "into one Evidence whose chunk is the first; cite.verify gives the citation that chunk's role, "
-                   "so a body sentence after a headline is cited 'from a headline' (left for branch checks)")
 def test_a_citation_names_the_role_of_its_quote_when_evidence_runs_past_its_chunk(tmp_path: Path) -> None:
     from rag.cite import verify
     from rag.records import Evidence
