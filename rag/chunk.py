@@ -91,16 +91,25 @@ def search_text(chunk: Chunk, article: Article, context: bool = True, context_ch
     """What retrieval matches a chunk on (embedding and BM25); the cited span stays ``chunk.text``.
 
     Article text is matched as it is. A caption, credit, related headline or footer says little alone
-    ("Photo: Xinhua"), so it is matched together with what a reader sees around it: its role's phrase
-    and the first ``context_chars`` of the kept line just before and just after it. "Who supplied the
-    picture for the item on telecom AI models?" then finds the credit through the item it illustrates.
+    ("Photo: Xinhua"), so it is matched together with what a reader sees around it (:func:`in_context`).
+    "Who supplied the picture for the item on telecom AI models?" then finds the credit through the
+    item it illustrates.
     """
-    if not context or chunk.role is Role.BODY:
+    if not context:
         return chunk.text
-    before = next((b for b in reversed(article.blocks) if b.end <= chunk.start), None)
-    after = next((b for b in article.blocks if b.start >= chunk.end), None)
-    around = [" ".join(article.text[b.start:b.end][:context_chars].split()) for b in (before, after) if b]
-    return "\n".join([f"({role_phrase(chunk.role)}) {chunk.text}", *around])
+    return in_context(article.text, chunk.role, chunk.start, chunk.end, context_chars)
+
+
+def in_context(text: str, role: Role, start: int, end: int, context_chars: int = 200) -> str:
+    """``text[start:end]``; for a role other than body, after its role's phrase and followed by the first
+    ``context_chars`` of the non-blank line just before and just after it."""
+    span = text[start:end]
+    if role is Role.BODY:
+        return span
+    before = text[:start].rstrip().rsplit("\n", 1)[-1]
+    after = text[end:].lstrip().split("\n", 1)[0]
+    around = [" ".join(line[:context_chars].split()) for line in (before, after) if line.strip()]
+    return "\n".join([f"({role_phrase(role)}) {span}", *around])
 
 
 def lexical_text(chunk: Chunk, article: Article | None, context: bool = True) -> str:

@@ -15,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from .chunk import in_context
 from .injection import flagged_spans
 from .question import Question, as_question
 from .records import Chunk, Evidence, Passage
+from .roles import Role, role_phrase
 from .vocab import DEMONSTRATIVES, PRONOUNS, terms
 
 REFUSAL = "The articles do not say."
@@ -91,6 +93,7 @@ def select_evidence(question: str | Question, passages: list[Passage], embedder:
     """
     spans: list[tuple[Chunk, int, int, int]] = []  # (chunk, start, end, passage rank)
     texts: list[str] = []
+    scored: list[str] = []
     seen: set[tuple[str, int, int]] = set()
     for p in passages:
         # Quarantine: sentences that give orders to an AI reader (rag.injection) are data a reader may
@@ -104,14 +107,16 @@ def select_evidence(question: str | Question, passages: list[Passage], embedder:
             if not (drop_instructions and (s, e) in flagged):
                 spans.append((p.chunk, s, e, p.rank))
                 texts.append(_text(p.chunk, s, e))
+                # a caption or credit is scored with its role and the lines around it, as it is retrieved
+                scored.append(in_context(texts_by_article[p.chunk.article], p.chunk.role, s, e))
     if not spans:
         return []
     q = as_question(question)
     queries = [q.part(j) for j in range(len(q.parts))]
-    vecs = embedder.embed_cached([p.text for p in queries] + texts)
+    vecs = embedder.embed_cached([p.text for p in queries] + scored)
     cos = vecs[len(queries):] @ vecs[:len(queries)].T  # (sentences, queries)
     weight = idf or q.weight
-    sent_terms = [set(terms(t)) for t in texts]
+    sent_terms = [set(terms(t)) for t in scored]
     rank_bonus = np.array([0.1 / sp[3] for sp in spans])
     scores = np.empty_like(cos)
     for j, part in enumerate(queries):
@@ -186,10 +191,16 @@ def unattributed(question: str) -> str:
     return q[:1].upper() + q[1:] if len(q) > 8 else question
 
 
+def _label(role: Role) -> str:
+    return f"({role_phrase(role)}) " if role is not Role.BODY else ""
+
+
 def build_messages(question: str | Question, evidence: list[Evidence]) -> list[dict[str, str]]:
     """System prompt (fixed, cached) + numbered evidence and the question."""
     question = unattributed(question.text if isinstance(question, Question) else question)
-    lines = [f"[{ev.marker}] {' '.join(ev.text.split())}" for ev in evidence]
+    # A passage that is not article text says so ("(listed as a related headline, ...)"): a credit or a
+    # teaser is answered as what it is, never as a reported fact.
+    lines = [f"[{ev.marker}] {_label(ev.chunk.role)}{' '.join(ev.text.split())}" for ev in evidence]
     user = "Passages:\n" + "\n".join(lines) + f"\n\nQuestion: {question}"
     return [{"role": "system", "content": SYSTEM_PROMPT}, *EXAMPLES, {"role": "user", "content": user}]
 

@@ -28,7 +28,7 @@ _KINDS = (
 )
 # "(in points)", or "in <unit>" for a unit of measure: "What is its performance in teraflops?"
 _UNIT = re.compile(r"\(in ([a-z]+)\)|\bin (" + MEASURES + r")\b", re.IGNORECASE)
-_LETTERS = re.compile(r"[A-Za-z][A-Za-z'’]*")
+_WORDS = re.compile(r"[A-Za-z][A-Za-z'’]*(?:-[A-Za-z0-9][A-Za-z0-9'’]*)*")
 
 
 @dataclass(frozen=True)
@@ -95,16 +95,19 @@ def question_parts(question: str) -> list[str]:
 
 
 def question_names(question: str) -> list[str]:
-    """Capitalised words of the question after its first word, without possessives.
+    """Words of the question after its first word that hold a capital (names, "USB-C", "myNEWS"),
+    without possessives; a hyphenated word stays whole.
 
     >>> question_names("Who won the 2024 Super Bowl?"), question_names("What did Google's CEO say?")
     (['Super', 'Bowl'], ['Google', 'CEO'])
+    >>> question_names("Which article is about a USB-C cable on myNEWS?")
+    ['USB-C', 'myNEWS']
     """
-    words = _LETTERS.findall(question.replace("-", " "))
+    words = _WORDS.findall(question)
     out = []
     for i, w in enumerate(words):
         w = re.sub(r"['’]s?$", "", w)
-        if i > 0 and len(w) > 1 and w[0].isupper() and w.lower() not in QUESTION_WORDS:
+        if i > 0 and len(w) > 1 and any(c.isupper() for c in w) and w.lower() not in QUESTION_WORDS:
             out.append(w)
     return out
 

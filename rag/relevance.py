@@ -22,5 +22,6 @@ def off_corpus(question: str | Question, idf: Callable[[str], float]) -> list[st
     names = as_question(question).names
     if not names:
         return []
-    seen = any(idf(t) > 0 for n in names for t in terms(n))
+    # "US-China" is seen where the articles write "US-China", or "US" and "China" apart
+    seen = any(idf(t) > 0 for n in names for t in {*terms(n), *terms(n.replace("-", " "))})
     return [] if seen else list(names)

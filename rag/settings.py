@@ -43,7 +43,7 @@ class Settings:
     store: str = "folder"
     max_file_bytes: int = 5_000_000
     # retrieval
-    k: int = 4  # passages retrieved (chunks)
+    k: int = 5  # passages retrieved (chunks); evidence is then chosen within context_tokens
     max_k: int = 50  # the most passages a client may ask for (CLI, Gradio /ask, /v1)
     candidates: int = 30  # per retriever, before fusion
     rrf_k: int = 60

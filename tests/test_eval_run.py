@@ -151,7 +151,7 @@ def test_resume_refuses_another_configuration(settings, index, fake_embedder, go
                                               monkeypatch) -> None:
     out = tmp_path / "run"
     run(settings, gold, out, assistant(settings, index, fake_embedder, EchoLLM()), limit=1)
-    with pytest.raises(InputError, match=r"another configuration \(k: 4 -> 2\)"):
+    with pytest.raises(InputError, match=r"another configuration \(k: 5 -> 2\)"):
         run(settings, gold, out, assistant(settings, index, fake_embedder, EchoLLM()), k=2)
     monkeypatch.setattr(evaluate, "code_fingerprint", lambda: "edited")
     with pytest.raises(InputError, match="code: .* -> 'edited'"):

@@ -369,9 +369,11 @@ def test_a_citation_names_the_page_of_its_quote_when_evidence_runs_past_its_chun
     assert c.quote == a.text[c.start:c.end] and quote in c.quote and c.page == 2 == a.page_at(c.start)
 
 
-def test_a_citation_names_the_role_of_its_quote_when_evidence_runs_past_its_chunk(tmp_path: Path) -> None:
+def test_a_body_sentence_after_a_headline_is_cited_as_body(tmp_path: Path) -> None:
+    """Evidence never merges a headline with the paragraph after it, so the citation names the quote's role."""
     from rag.cite import verify
-    from rag.records import Evidence
+    from rag.prompt import select_evidence
+    from rag.records import Passage
 
     from .fakes import HashEmbedder
 
@@ -379,8 +381,14 @@ def test_a_citation_names_the_role_of_its_quote_when_evidence_runs_past_its_chun
     chunks = chunk_article(a, 700, 100)
     headline = next(c for c in chunks if c.role is Role.HEADLINE)
     body = next(c for c in chunks if c.role is Role.BODY)
+    assert a.text[headline.end:body.start].strip() == ""  # adjacent: they would merge if roles were ignored
     s, e = body.sentences[0]
-    ev = Evidence(1, headline, headline.start, e, a.text[headline.start:e])
-    checked = verify(f"{a.text[s:e - 1]} [1].", [ev], HashEmbedder(), {a.name: a.text}, about={a.name: a.about})
+    passages = [Passage(rank=1, chunk=headline, score=1.0), Passage(rank=2, chunk=body, score=0.9)]
+    evidence = select_evidence(a.text[s:e], passages, HashEmbedder(), {a.name: a.text}, budget_tokens=500)
+    assert {ev.chunk.role for ev in evidence} == {Role.HEADLINE, Role.BODY}
+    assert all(ev.chunk.start <= ev.start and ev.end <= ev.chunk.end for ev in evidence)
+    marker = next(ev.marker for ev in evidence if ev.chunk is body)
+    checked = verify(f"{a.text[s:e - 1]} [{marker}].", evidence, HashEmbedder(), {a.name: a.text},
+                     about={a.name: a.about})
     (c,) = checked.citations
     assert a.text[s:e] in c.quote and c.role is Role.BODY
