@@ -4,8 +4,8 @@ A natively built llama.cpp on a CPU with AMX (Sapphire Rapids and later Xeons) r
 its AMX buffer type and segfaults on the first decode (llama.cpp issue 20824). Loading the model with
 ``llama_model_params.use_extra_bufts = False`` avoids it; ``Llama()`` does not take that field as a
 keyword, so :func:`apply` sets it on the defaults llama-cpp-python starts from. ``llama_repack`` in
-``Settings`` says when: ``auto`` (off on CPUs that report AMX, on elsewhere: on AVX2 the repacked
-weights are the fast path), ``on`` or ``off``.
+``Settings`` says when: ``off`` (the default, on every CPU), ``on``, or ``auto`` (off on CPUs that report
+AMX, on elsewhere).
 
 A crash by signal cannot be caught inside the process, so before the first load of a model with a given
 llama.cpp build, CPU and parameters, one short generation runs in a child process (:func:`probe`). Its
