@@ -29,10 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 from . import stats
 from .errors import InputError
+from .files import write_atomic
 
 if TYPE_CHECKING:
     from .answer import Assistant
-    from .evaluate import Echo, GoldItem
+    from .evaluation.gold import GoldItem
+    from .evaluation.runner import Echo
 
 FULL = "full"
 # name -> (what is off, settings changed)
@@ -59,7 +61,7 @@ def run_ablation(assistant: Assistant, items: Sequence[GoldItem], gold: Path, ou
                  echo: Echo = print, only: Sequence[str] = ()) -> dict[str, Any]:
     """Answer ``items`` once per variant (``only``: these variants, plus the full pipeline to compare with)."""
     from .answer import Assistant
-    from .evaluate import _write_atomic, read_results, run
+    from .evaluation.runner import read_results, run
 
     unknown = [v for v in only if v not in VARIANTS]
     if unknown:
@@ -92,15 +94,16 @@ def run_ablation(assistant: Assistant, items: Sequence[GoldItem], gold: Path, ou
                           "beyond_noise": pair.beyond_noise}
     result = {"gold": str(gold), "questions": len(items), "k": k, "variants": rows}
     text = ablation_markdown(result)
-    _write_atomic(out / "ablation.json", json.dumps(result, indent=1) + "\n")
-    _write_atomic(out / "ablation.md", text)
+    write_atomic(out / "ablation.json", json.dumps(result, indent=1) + "\n")
+    write_atomic(out / "ablation.md", text)
     echo(text.rstrip())
     echo(f"wrote {out / 'ablation.md'}, {out / 'ablation.json'}")
     return result
 
 
 def ablation_markdown(result: dict[str, Any]) -> str:
-    from .evaluate import METRICS, _ci, _fmt
+    from .evaluation.report import fmt, fmt_ci
+    from .evaluation.scoring import METRICS
 
     head = ["Variant", "Stage off", *(METRICS[c][0] + ("" if METRICS[c][2] else " (lower is better)")
                                       for c in COLUMNS), "Accuracy vs full (McNemar p)"]
@@ -114,7 +117,7 @@ def ablation_markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {name} | {row['off']} | " + " | ".join(["–"] * len(COLUMNS)) +
                          f" | skipped: {row['skipped']} |")
             continue
-        cells = [f"{_fmt(row['metrics'].get(c))} ({_ci(row['ci'].get(c), 2)})" for c in COLUMNS]
+        cells = [f"{fmt(row['metrics'].get(c))} ({fmt_ci(row['ci'].get(c), 2)})" for c in COLUMNS]
         vs = row.get("vs_full")
         if vs is None or vs["diff"] is None:
             last = "–"

@@ -18,7 +18,7 @@ from .adequacy import gives_kind
 from .cite import verify
 from .errors import InputError, RagError
 from .injection import flagged_spans, is_attack_question
-from .llm import LLM, get_llm, model_path
+from .llm import LLM, get_llm, model_path, prompt_tokens
 from .prompt import REFUSAL, build_messages, build_rewrite_messages, select_evidence
 from .question import Question, as_question
 from .records import Answer, Citation, Note, SentenceCheck
@@ -126,6 +126,18 @@ class Assistant:
         if self._llm is None:
             self._llm = get_llm(self.settings, self._model)
         return self._llm
+
+    def use_llm(self, llm: LLM) -> None:
+        """Answer with ``llm`` from now on (``rag bench`` passes a wrapper that records each request); the
+        answer cache is cleared, since its answers came from the other one."""
+        with self._lock:
+            self._llm = llm
+            self._cache.clear()
+
+    def clear_cache(self) -> None:
+        """Forget the cached answers, so the next question is retrieved and generated again."""
+        with self._lock:
+            self._cache.clear()
 
     def reload(self) -> None:
         """Pick up a new index version (after articles were added)."""
@@ -289,7 +301,7 @@ class Assistant:
             checked = verify(raw_text, evidence, self.embedder, texts, self.settings.support_threshold, about,
                              question=asked, trim=bool(self.settings.trim_unsupported),
                              adequacy=self.settings.adequacy_checks)
-            prompt_tokens = sum(self.llm.count_tokens(m["content"]) for m in messages) + 12
+            n_prompt = prompt_tokens(self.llm, messages)
             signals = confidence.signals(checked, evidence, passages)
             answer = Answer(
                 question=question, answer=checked.answer, answerable=checked.answerable,
@@ -297,7 +309,7 @@ class Assistant:
                 timings={"retrieve_s": t_retrieved - t0, "prompt_build_s": t_prompt - t_retrieved,
                          "first_token_s": (first or t_end) - t0, "total_s": time.perf_counter() - t0},
                 model=self.llm.name, raw_answer=raw_text, sentences=checked.sentences,
-                rewritten_question=standalone, prompt_tokens=prompt_tokens,
+                rewritten_question=standalone, prompt_tokens=n_prompt,
                 completion_tokens=self.llm.count_tokens(raw_text) if raw_text else 0,
                 signals=signals, confidence=confidence.calibrated(signals, checked.answerable),
                 unanswered=unanswered_parts(asked, checked.answer, checked.citations) if checked.answerable

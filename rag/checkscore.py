@@ -35,7 +35,7 @@ from .cite import CHECKS
 from .records import Note
 
 if TYPE_CHECKING:
-    from .evaluate import GoldItem
+    from .evaluation.gold import GoldItem
 
 # Note -> the check scored for it: the declared sentence checks that remove (rag.cite.CHECKS), by their names
 # ("unsupported" -> "support", "echo" -> "echo", "trimmed" -> "trim").

@@ -295,10 +295,10 @@ def eval_(settings: Settings, gold: Path, out: Path | None, limit: int | None, m
       rag eval --compare eval/runs/old eval/runs/new
       rag eval --ablate --out eval/runs/ablation
     """
-    from . import evaluate
+    from .evaluation.command import cli as evaluate
 
-    evaluate.cli(settings.replace(model=model), gold=gold, out=out, limit=limit, k=k, retrieval=retrieval,
-                 compare=compare, echo=click.echo, ablate=ablate, variants=variants)
+    evaluate(settings.replace(model=model), gold=gold, out=out, limit=limit, k=k, retrieval=retrieval,
+             compare=compare, echo=click.echo, ablate=ablate, variants=variants)
 
 
 @main.command()
@@ -318,9 +318,9 @@ def bench(settings: Settings, out: Path, quick: bool, only: tuple[str, ...]) -> 
       rag bench --only answer     # re-measure time to first token only
       rag bench --only store      # folder vs Milvus Lite at 10k, 100k, 1M chunks
     """
-    from . import bench as bench_mod
+    from .benchmark.command import cli as run_bench
 
-    bench_mod.cli(settings, out=out, quick=quick, echo=click.echo, only=only)
+    run_bench(settings, out=out, quick=quick, echo=click.echo, only=only)
 
 
 if __name__ == "__main__":

@@ -317,6 +317,11 @@ _LOADED: dict[tuple[str, str, str], LLM] = {}
 _LOAD_LOCK = threading.Lock()
 
 
+def prompt_tokens(llm: LLM, messages: list[Message]) -> int:
+    """The prompt's size in tokens: the messages' tokens plus ~12 for the chat template."""
+    return sum(llm.count_tokens(m["content"]) for m in messages) + 12
+
+
 def get_llm(settings: Settings, model: str | None = None) -> LLM:
     """The generator the settings ask for, loaded once per process."""
     key = (settings.backend, model or settings.model, settings.base_url)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag import bench
 from rag.answer import Assistant
+from rag.benchmark import ann, command, context, ingest
 from rag.chunk import chunk_article
 from rag.errors import ModelError
 from rag.ingest import iter_paths, load_article
@@ -30,7 +30,7 @@ from .conftest import SEEDS
 
 def test_synthetic_corpus_is_distinct_articles_with_enough_chunks(tmp_path: Path) -> None:
     settings = Settings()
-    n = bench.synthesize_corpus(SEEDS, tmp_path, 120, settings)
+    n = ingest.synthesize_corpus(SEEDS, tmp_path, 120, settings)
     files = list(iter_paths([tmp_path]))
     counted = sum(len(chunk_article(load_article(f), settings.chunk_size, settings.chunk_overlap))
                   for f in files)
@@ -39,24 +39,24 @@ def test_synthetic_corpus_is_distinct_articles_with_enough_chunks(tmp_path: Path
 
 
 def test_synthetic_vectors_are_unit_and_clustered() -> None:
-    x = bench.synthetic_vectors(3000, dim=64)
+    x = ann.synthetic_vectors(3000, dim=64)
     assert x.shape == (3000, 64) and x.dtype == np.float32
     assert np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
-    assert np.array_equal(x, bench.synthetic_vectors(3000, dim=64))  # seeded: runs compare like with like
-    q = bench.near_queries(x, 50)
+    assert np.array_equal(x, ann.synthetic_vectors(3000, dim=64))  # seeded: runs compare like with like
+    q = ann.near_queries(x, 50)
     top = np.sort(q @ x.T, axis=1)
     assert top[:, -1].mean() > 0.8 > top[:, -10].mean() > np.median(q @ x.T) + 0.2  # near a point, not on it
 
 
 def test_exact_index_has_full_recall_and_ivf_is_close() -> None:
-    x = bench.synthetic_vectors(4000, dim=32)
-    q = bench.near_queries(x, 100)
+    x = ann.synthetic_vectors(4000, dim=32)
+    q = ann.near_queries(x, 100)
     flat, kind = make_faiss_index(x, "flat")
     _, truth = flat.search(q, 10)
-    assert kind == "flat" and bench.recall_at_k(flat, q, truth) == 1.0
+    assert kind == "flat" and ann.ann_recall_at_k(flat, q, truth) == 1.0
     ivf, kind = make_faiss_index(x, "ivf")
     assert kind == "ivf" and ivf.nprobe == min(IVF_NPROBE, ivf.nlist)
-    assert bench.recall_at_k(ivf, q, truth) >= 0.9
+    assert ann.ann_recall_at_k(ivf, q, truth) >= 0.9
 
 
 def test_auto_index_choice_switches_at_the_threshold() -> None:
@@ -94,12 +94,12 @@ def test_load_with_warm_primes_the_prompt_prefix(settings: Settings, seeds_copy:
 
 
 def test_results_render_with_a_failed_section(tmp_path: Path) -> None:
-    results = {"meta": bench._meta(Settings(), bench.QUICK), "ingest": {"error": "RagError: boom"},
+    results = {"meta": command._meta(Settings(), context.QUICK), "ingest": {"error": "RagError: boom"},
                "retrieval": {"threads": 2, "runs": 2, "queries_per_run": 10, "sizes": [
                    {"vectors": 10_000, "auto_kind": "flat", "kinds": {
                        "flat": {"build_s": 0.01, "p50_ms": 1.0, "p95_ms": 2.0, "recall_at_10": 1.0},
                        "hnsw": {"skipped": "above hnsw_max_vectors=0"}}}]}}
-    bench.write_results(tmp_path, results)
+    command.write_results(tmp_path, results)
     md = (tmp_path / "bench.md").read_text(encoding="utf-8")
     assert "**ingest failed:** RagError: boom" in md and "| 10,000 | flat |" in md and "hnsw" not in md
     written = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rag.errors import GoldError
-from rag.evaluate import load_gold
+from rag.evaluation.gold import load_gold
 from rag.ingest import load_article
 
 from .conftest import ROOT, SEEDS

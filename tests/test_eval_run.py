@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from rag import evaluate
 from rag.answer import Assistant
 from rag.cli import main
 from rag.errors import InputError
+from rag.evaluation import command, runner, scoring
+from rag.evaluation.gold import file_sha256
 from rag.settings import Settings
 from rag.store import IndexStore, build_index
 
@@ -76,7 +77,7 @@ def assistant(settings: Settings, index: IndexStore, embedder: HashEmbedder, llm
 def run(settings: Settings, gold: Path, out: Path, asst: Assistant, **kw: object) -> list[str]:
     printed: list[str] = []
     args = {"limit": None, "k": None, "retrieval": False, "compare": None, **kw}
-    evaluate.cli(settings, gold=gold, out=out, echo=printed.append, assistant=asst, **args)  # type: ignore[arg-type]
+    command.cli(settings, gold=gold, out=out, echo=printed.append, assistant=asst, **args)  # type: ignore[arg-type]
     return printed
 
 
@@ -99,7 +100,7 @@ def test_run_writes_results_summary_report_and_plots(settings, index, fake_embed
     assert recs[0]["model"] == "echo-llm" and len(recs[0]["passages"]) == settings.k
     summary = json.loads((out / "summary.json").read_text())
     assert summary["questions"] == 7 and summary["answerable"] == 5 and summary["unanswerable"] == 2
-    assert set(summary["metrics"]) == set(evaluate.METRICS)
+    assert set(summary["metrics"]) == set(scoring.METRICS)
     assert summary["config"]["k"] == settings.k and summary["config"]["model"] == "echo-llm"
     # the summary is the mean of the per-question scores written to results.jsonl
     per_q = [r["scores"]["accuracy"] for r in recs]
@@ -108,7 +109,7 @@ def test_run_writes_results_summary_report_and_plots(settings, index, fake_embed
     # the echo model never refuses when it has evidence, so both unanswerable questions are answered
     assert summary["metrics"]["refusal_accuracy"] == 0.0
     report = (out / "report.md").read_text()
-    assert "| Answer accuracy |" in report and "Retrieval recall@4" in report and "![metrics.png]" in report
+    assert "| Answer accuracy |" in report and f"Retrieval recall@{settings.k}" in report and "![metrics.png]" in report
     assert "## Worst questions" in report and "`neg-02`: answered an unanswerable question" in report
     assert "**Raw model output:**" in report
     assert "## Every question with a problem" in report and "| `neg-05` | unanswerable | answered an unanswerable" in report
@@ -153,7 +154,7 @@ def test_resume_refuses_another_configuration(settings, index, fake_embedder, go
     run(settings, gold, out, assistant(settings, index, fake_embedder, EchoLLM()), limit=1)
     with pytest.raises(InputError, match=r"another configuration \(k: 5 -> 2\)"):
         run(settings, gold, out, assistant(settings, index, fake_embedder, EchoLLM()), k=2)
-    monkeypatch.setattr(evaluate, "code_fingerprint", lambda: "edited")
+    monkeypatch.setattr(runner, "code_fingerprint", lambda: "edited")
     with pytest.raises(InputError, match="code: .* -> 'edited'"):
         run(settings, gold, out, assistant(settings, index, fake_embedder, EchoLLM()))
     monkeypatch.undo()
@@ -175,7 +176,7 @@ def test_finished_run_is_rescored_not_reasked(settings, index, fake_embedder, go
         if r["id"] == "a000-02":
             r["must"] = [["zzz-never-said"]]
     gold.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    monkeypatch.setattr(evaluate, "code_fingerprint", lambda: "edited")
+    monkeypatch.setattr(runner, "code_fingerprint", lambda: "edited")
     llm = EchoLLM()
     run(settings, gold, out, assistant(settings, index, fake_embedder, llm))
     assert llm.calls == []
@@ -184,7 +185,7 @@ def test_finished_run_is_rescored_not_reasked(settings, index, fake_embedder, go
         {i: v for i, v in first.items() if i != "a000-02"}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["code"] != "edited"  # the answers' own configuration is kept
-    assert summary["config"]["scored_with_gold_sha256"] == evaluate.file_sha256(gold)
+    assert summary["config"]["scored_with_gold_sha256"] == file_sha256(gold)
 
 
 def test_compare_reports_metric_deltas_and_flips(settings, index, fake_embedder, gold, tmp_path) -> None:

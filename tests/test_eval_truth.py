@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag import evaluate, stats
+from rag import stats
 from rag.ablation import VARIANTS, run_ablation
 from rag.answer import Assistant
 from rag.checkscore import score_checks
 from rag.errors import GoldError, InputError
-from rag.evaluate import GoldItem, load_gold
+from rag.evaluation import compare, runner, scoring
+from rag.evaluation.gold import GoldItem, load_gold
 from rag.prompt import REFUSAL
 from rag.settings import Settings
 from rag.store import IndexStore, build_index
@@ -294,8 +295,8 @@ def test_every_metric_is_broken_down_by_kind(settings, index, fake_embedder, kin
     for kind, g in kinds.items():
         mine = [r for r in recs.values() if r["kind"] == kind]
         assert g["questions"] == len(mine)
-        assert set(g["metrics"]) == set(evaluate.METRICS) == set(g["ci"])
-        for name in evaluate.METRICS:
+        assert set(g["metrics"]) == set(scoring.METRICS) == set(g["ci"])
+        for name in scoring.METRICS:
             vals = [r["scores"][name] for r in mine if r["scores"][name] is not None]
             assert g["counts"][name] == len(vals)
             if vals:
@@ -315,11 +316,11 @@ def test_every_metric_is_broken_down_by_kind(settings, index, fake_embedder, kin
     assert "| Metric | Value | 95% interval | n |" in first_table and "| Overall accuracy |" in first_table
     per_kind = report.split("## Per kind")[1].split("## Worst questions")[0]
     assert "| multi-or-neg | 2 |" in per_kind and "| (no kind) | 2 |" in per_kind
-    assert all(evaluate.METRICS[n][0].replace("@k", "@4") in per_kind for n in evaluate.METRICS)
+    assert all(scoring.METRICS[n][0].replace("@k", f"@{settings.k}") in per_kind for n in scoring.METRICS)
     assert (out / "kinds.png").read_bytes()[:4] == b"\x89PNG" and "![kinds.png](kinds.png)" in report
     assert "## The checks as classifiers" in report and "| support |" in report
     # calibration is reported exactly when the answers carry a confidence
-    confident = any(evaluate.confidence_of(r) is not None for r in recs.values())
+    confident = any(scoring.confidence_of(r) is not None for r in recs.values())
     assert ("no reliability diagram" not in report) == confident == (out / "reliability.png").exists()
     assert any("Per kind" in p for p in printed)
 
@@ -370,12 +371,12 @@ def test_conversation_is_asked_through_the_follow_up_path(settings, index, fake_
 def _fake_run(path: Path, scores: dict[str, float], kind: str = "x") -> None:
     path.mkdir(parents=True)
     recs = [{"id": i, "question": f"q {i}", "answer": "a", "kind": kind,
-             "scores": {n: (v if n in ("accuracy", "answer_accuracy") else None) for n in evaluate.METRICS}}
+             "scores": {n: (v if n in ("accuracy", "answer_accuracy") else None) for n in scoring.METRICS}}
             for i, v in scores.items()]
     (path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     mean = sum(scores.values()) / len(scores)
     (path / "summary.json").write_text(json.dumps({"config": {"k": 4}, "metrics": {
-        n: (mean if n in ("accuracy", "answer_accuracy") else None) for n in evaluate.METRICS}}))
+        n: (mean if n in ("accuracy", "answer_accuracy") else None) for n in scoring.METRICS}}))
 
 
 def test_compare_says_which_differences_exceed_noise(tmp_path: Path) -> None:
@@ -384,19 +385,19 @@ def test_compare_says_which_differences_exceed_noise(tmp_path: Path) -> None:
     _fake_run(tmp_path / "old", base)
     _fake_run(tmp_path / "small", {**base, ids[40]: 1.0, ids[41]: 1.0})  # 2 of 60 better
     _fake_run(tmp_path / "big", {**base, **{i: 1.0 for i in ids[40:55]}})  # 15 of 60 better
-    small = evaluate.compare_runs(tmp_path / "old", tmp_path / "small")
+    small = compare.compare_runs(tmp_path / "old", tmp_path / "small")
     assert re.search(r"\| Overall accuracy \| 0\.667 \| 0\.700 \| \+0\.033 \| better \| .* \| 0\.500 \(0 : 2\) "
                      r"\| within noise \|", small), small
-    big = evaluate.compare_runs(tmp_path / "old", tmp_path / "big")
+    big = compare.compare_runs(tmp_path / "old", tmp_path / "big")
     assert re.search(r"\| Overall accuracy \| .* \| 0\.000 \(0 : 15\) \| \*\*better, beyond noise\*\* \|", big), big
-    worse = evaluate.compare_runs(tmp_path / "big", tmp_path / "old")
+    worse = compare.compare_runs(tmp_path / "big", tmp_path / "old")
     assert "**worse, beyond noise**" in worse
 
 
 def test_calibration_appears_when_answers_carry_a_confidence(settings, index, fake_embedder, kinded_gold,
                                                              tmp_path, monkeypatch) -> None:
-    real_ask = evaluate.ask
-    monkeypatch.setattr(evaluate, "ask", lambda a, it, k: {**real_ask(a, it, k), "confidence": 0.8})
+    real_ask = runner.ask
+    monkeypatch.setattr(runner, "ask", lambda a, it, k: {**real_ask(a, it, k), "confidence": 0.8})
     out = tmp_path / "run"
     run(settings, kinded_gold, out, Assistant(settings, store=index, embedder=fake_embedder, llm=EchoLLM()))
     cal = json.loads((out / "summary.json").read_text())["calibration"]
@@ -408,33 +409,33 @@ def test_calibration_appears_when_answers_carry_a_confidence(settings, index, fa
 
 # -- honest resume -----------------------------------------------------------------------------------
 def test_fingerprint_covers_every_answer_path_module(tmp_path: Path) -> None:
-    src = Path(evaluate.__file__).parent
+    src = runner.PACKAGE
     root = tmp_path / "rag"
     shutil.copytree(src, root, ignore=shutil.ignore_patterns("__pycache__"))
-    path = evaluate.answer_path(root)
+    path = runner.answer_path(root)
     assert {"answer", "adequacy", "cite", "prompt", "retrieve", "settings", "llm", "embed", "store", "ingest",
             "chunk", "records", "errors"} <= set(path)
-    assert not {"evaluate", "bench", "cli", "metrics", "stats", "ablation"} & set(path)
-    before = evaluate.code_fingerprint(root)
-    assert before == evaluate.code_fingerprint(src)
+    assert not {"evaluation", "benchmark", "cli", "metrics", "stats", "ablation"} & set(path)
+    before = runner.code_fingerprint(root)
+    assert before == runner.code_fingerprint(src)
     for name in path:
         f = root / f"{name}.py"
         original = f.read_bytes()
         f.write_bytes(original + b"\n# edited\n")
-        assert evaluate.code_fingerprint(root) != before, f"{name}.py is not fingerprinted"
+        assert runner.code_fingerprint(root) != before, f"{name}.py is not fingerprinted"
         f.write_bytes(original)
-    assert evaluate.code_fingerprint(root) == before
-    for name in ("evaluate", "bench"):  # not on the answer path: no effect
+    assert runner.code_fingerprint(root) == before
+    for name in ("evaluation/runner", "benchmark/answer", "cli"):  # not on the answer path: no effect
         (root / f"{name}.py").write_text((root / f"{name}.py").read_text() + "\n# edited\n")
-    assert evaluate.code_fingerprint(root) == before
+    assert runner.code_fingerprint(root) == before
     # a module newly imported by the answer path is covered without editing a list
     (root / "newcheck.py").write_text("X = 1\n")
     (root / "adequacy.py").write_text((root / "adequacy.py").read_text() + "\nfrom .newcheck import X\n")
-    assert "newcheck" in evaluate.answer_path(root)
+    assert "newcheck" in runner.answer_path(root)
 
 
 def test_every_answer_setting_is_in_the_resume_key(settings, index, fake_embedder, kinded_gold, tmp_path) -> None:
-    keyed = evaluate.answer_settings(settings)
+    keyed = runner.answer_settings(settings)
     assert "api_key" not in keyed
     assert {"adequacy_checks", "injection_filter", "evidence_selection", "retrieval_mode", "follow_up_rewrite",
             "support_threshold", "max_evidence", "chunk_size"} <= set(keyed)
@@ -532,7 +533,7 @@ def test_ablation_runs_each_variant_and_tabulates(settings, index, fake_embedder
         for key, value in VARIANTS[name][1].items():
             assert cfg["answer_settings"][key] == value
         assert (out / name / "summary.json").is_file()
-        assert set(row["ci"]) == set(evaluate.METRICS)
+        assert set(row["ci"]) == set(scoring.METRICS)
         if name != "full":
             assert row["vs_full"]["p_mcnemar"] is not None
     # without the support check, the echo model's answers are kept whole, so at least as many are answered

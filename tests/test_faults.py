@@ -127,7 +127,7 @@ def test_writer_killed_mid_write_leaves_previous_version(tmp_path: Path, seeds_c
 @pytest.mark.slow
 def test_rag_index_killed_while_embedding(tmp_path: Path, real_settings, real_embedder) -> None:
     """The real CLI with the real embedder, SIGKILLed while it embeds a few hundred new chunks."""
-    from rag.bench import synthesize_corpus
+    from rag.benchmark.ingest import synthesize_corpus
 
     settings = real_settings.replace(index_dir=tmp_path / "index")
     corpus = tmp_path / "corpus"

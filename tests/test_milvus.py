@@ -305,7 +305,8 @@ def test_store_comes_from_flag_env_or_config(tmp_path: Path, monkeypatch: pytest
 def test_bench_store_cells_run_on_both_stores(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    from rag.bench_store import main, store_markdown, synthetic_store_data
+    from rag.benchmark.store import main, synthetic_store_data
+    from rag.benchmark.store import markdown as store_markdown
     from rag.stores.milvus import disconnect
 
     articles, chunks, vectors = synthetic_store_data(200)

@@ -14,7 +14,7 @@ import pytest
 
 from rag.chunk import chunk_article, search_text
 from rag.errors import IndexMismatchError
-from rag.evaluate import GOLD_FIELDS, load_gold
+from rag.evaluation.gold import GOLD_FIELDS, load_gold
 from rag.ingest import coverage, load_article, parse_article
 from rag.records import Citation
 from rag.report import single_markdown

@@ -7,7 +7,7 @@ the same for both stores), one opens it and times single queries: dense (``Store
 given (no embedding). The query process's resident memory is read after the queries.
 
 Sizes and stores can be narrowed for a partial run: ``RAG_BENCH_STORE_SIZES=10000,100000`` and
-``RAG_BENCH_STORES=folder``. Run as a module (``python -m rag.bench_store build|query ...``) for one cell.
+``RAG_BENCH_STORES=folder``. Run as a module (``python -m rag.benchmark.store build|query ...``) for one cell.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import RagError
+from ..errors import RagError
 
 SIZES, QUICK_SIZES = (10_000, 100_000, 1_000_000), (2_000,)
 STORES = ("folder", "milvus")
@@ -36,8 +36,8 @@ VOCABULARY = 50_000
 QUERIES, QUICK_QUERIES = 100, 30
 
 
-def bench_store(ctx: Any) -> dict[str, Any]:
-    """The store section of ``rag bench`` (``ctx`` is ``rag.bench._Context``)."""
+def run(ctx: Any) -> dict[str, Any]:
+    """The store section of ``rag bench`` (``ctx`` is ``rag.benchmark.context.Context``)."""
     quick = ctx.plan.name == "quick"
     sizes = _env_list("RAG_BENCH_STORE_SIZES", QUICK_SIZES if quick else SIZES, int)
     stores = _env_list("RAG_BENCH_STORES", STORES, str)
@@ -62,7 +62,7 @@ def bench_store(ctx: Any) -> dict[str, Any]:
             "not_run": [f"{s} at {n:,}" for n in SIZES for s in STORES if n not in sizes or s not in stores]}
 
 
-def store_markdown(part: dict[str, Any]) -> list[str]:
+def markdown(part: dict[str, Any]) -> list[str]:
     """The section's table for bench.md."""
     if "rows" not in part:
         return []
@@ -89,7 +89,7 @@ def _env_list(name: str, default: tuple[Any, ...], kind: type) -> tuple[Any, ...
 
 def _run(args: list[str]) -> dict[str, Any]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "rag.bench_store", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "rag.benchmark.store", *args], capture_output=True, text=True,
                           env=env, check=False)
     out = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not out:
@@ -114,8 +114,8 @@ def _vocabulary(seed: int = 7) -> list[str]:
 
 def synthetic_store_data(n: int, seed: int = 0) -> tuple[dict[str, Any], list[Any], np.ndarray]:
     """(articles by name, chunks, vectors) for ``n`` chunks; deterministic."""
-    from .bench import synthetic_vectors
-    from .records import Article, Block, Chunk
+    from ..records import Article, Block, Chunk
+    from .ann import synthetic_vectors
 
     vocab = np.array(_vocabulary())
     p = 1.0 / np.arange(1, len(vocab) + 1)
@@ -141,7 +141,7 @@ def synthetic_store_data(n: int, seed: int = 0) -> tuple[dict[str, Any], list[An
 
 def _queries(chunks: list[Any], vectors: np.ndarray, count: int) -> list[dict[str, Any]]:
     """Five words of a stored chunk (so BM25 has hits) with a vector near a stored one."""
-    from .bench import near_queries
+    from .ann import near_queries
 
     rng = np.random.default_rng(3)
     vecs = near_queries(vectors, count)
@@ -156,7 +156,7 @@ def _queries(chunks: list[Any], vectors: np.ndarray, count: int) -> list[dict[st
 # -- one cell, in its own process ----------------------------------------------------------------------------
 
 def _build(settings: Any, n: int, queries: int) -> dict[str, Any]:
-    from .stores import store_kind
+    from ..stores import store_kind
 
     articles, chunks, vectors = synthetic_store_data(n)
     qfile = settings.index_dir.parent / "queries.json"
@@ -164,11 +164,11 @@ def _build(settings: Any, n: int, queries: int) -> dict[str, Any]:
     qfile.write_text(json.dumps(_queries(chunks, vectors, queries)), encoding="utf-8")
     t = time.perf_counter()
     if store_kind(settings)[0] == "milvus":
-        from .stores.milvus import CollectionWriter, connect, target
+        from ..stores.milvus import CollectionWriter, connect, target
 
         uri, name = target(settings)
         writer = CollectionWriter(connect(uri), name, vectors.shape[1])
-        from .chunk import lexical_text
+        from ..chunk import lexical_text
 
         for a in articles.values():
             writer.add_article(a)
@@ -176,7 +176,7 @@ def _build(settings: Any, n: int, queries: int) -> dict[str, Any]:
             writer.add_chunk(c, v, lexical_text(c, articles[c.article], settings.role_context))
         writer.commit(settings, settings.embedder)
     else:
-        from .store import _write_version, write_lock
+        from ..store import _write_version, write_lock
 
         with write_lock(settings.index_dir):
             _write_version(settings.index_dir, settings, articles, chunks, vectors, settings.embedder)
@@ -197,9 +197,9 @@ class _GivenVectors:
 def _query(settings: Any) -> dict[str, Any]:
     import psutil
 
-    from .retrieve import Retriever
-    from .stores import open_store
-    from .vocab import terms
+    from ..retrieve import Retriever
+    from ..stores import open_store
+    from ..vocab import terms
 
     qs = json.loads((settings.index_dir.parent / "queries.json").read_text(encoding="utf-8"))
     t = time.perf_counter()
@@ -227,9 +227,9 @@ def _query(settings: Any) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .settings import Settings
+    from ..settings import Settings
 
-    ap = argparse.ArgumentParser(prog="python -m rag.bench_store")
+    ap = argparse.ArgumentParser(prog="python -m rag.benchmark.store")
     ap.add_argument("step", choices=["build", "query"])
     ap.add_argument("--store", required=True)
     ap.add_argument("--index-dir", type=Path, required=True)
