@@ -271,13 +271,7 @@ class Assistant:
                                       "total_s": time.perf_counter() - t0})
                 return
             texts = self.store.texts
-            s = self.settings
-            # Evidence selection off (ablation): every sentence of the passages, no margin, up to half the
-            # context window (the fixed prefix takes ~500 tokens; a compound question brings up to 8 chunks).
-            budget, most = (s.context_tokens, s.max_evidence) if s.evidence_selection else (s.n_ctx // 2, 10 ** 6)
-            wide: dict[str, Any] = {} if s.evidence_selection else {"margin": float("inf")}
-            evidence = select_evidence(asked, passages, self.embedder, texts, budget, most,
-                                       drop_instructions=s.injection_filter, **wide)
+            evidence = select_evidence(asked, passages, self.embedder, texts, self.settings)
             messages = build_messages(asked, evidence)
             t_prompt = time.perf_counter()
             raw, first = [], None
@@ -298,9 +292,7 @@ class Assistant:
             yield status("checking", "Checking the citations")
             raw_text = "".join(raw).strip()
             about = {ev.chunk.article: self.store.articles[ev.chunk.article].about for ev in evidence}
-            checked = verify(raw_text, evidence, self.embedder, texts, self.settings.support_threshold, about,
-                             question=asked, trim=bool(self.settings.trim_unsupported),
-                             adequacy=self.settings.adequacy_checks)
+            checked = verify(raw_text, evidence, self.embedder, texts, self.settings, about, question=asked)
             n_prompt = prompt_tokens(self.llm, messages)
             signals = confidence.signals(checked, evidence, passages)
             answer = Answer(

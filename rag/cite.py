@@ -3,11 +3,12 @@
 Support of an answer sentence by a quote is explainable and offline:
 
     support = 0.6 * (share of the sentence's content words found in the quote)
-            + 0.4 * (cosine similarity of the two, rescaled from [0.2, 0.8] to [0, 1])
+            + 0.4 * (cosine similarity of the two, rescaled from [0.2, 0.8] to [0, 1]: the embedder's range,
+                     Settings.support_cosine_low/high)
 
 and a number or name in the sentence that the quote lacks caps support at 0.3 (names and numbers are
 where small models invent, e.g. pinning one company's funding round on another). A sentence is
-*supported* when its best cited quote reaches the threshold (0.5).
+*supported* when its best cited quote reaches the threshold (Settings.support_threshold, 0.5).
 Markers that point to no passage are dropped; a sentence whose marker is wrong or missing is repaired
 to the best-supporting passage when one reaches the threshold; otherwise the sentence is removed.
 """
@@ -25,8 +26,10 @@ from .prompt import REFUSAL
 from .question import Question, as_question
 from .readers import page_at
 from .records import Citation, Evidence, Note, SentenceCheck
+from .settings import Settings
 from .vocab import MARKER, NAME, NUMBER, STOPWORDS, UNITS, WORD, content_words, digits, strip_markers
 
+_DEFAULTS = Settings()  # for callers that pass no settings: the one home of the defaults
 _WITH_UNIT = re.compile(r"(\d+(?:[.,]\d+)*)[\s-]*(" + UNITS + r")(?!\w)", re.IGNORECASE)
 _REFUSAL = re.compile(
     r"\b(articles?|passages?|text|sources?|context)\b[^.]{0,40}\b(do(es)?|did)\s*(not|n['’]t)\s+"
@@ -60,13 +63,16 @@ def markers_of(sentence: str) -> list[int]:
     return [int(n) for m in MARKER.finditer(sentence) for n in re.split(r"\s*[,;]\s*", m.group(1))]
 
 
-def support(sentence: str, quote: str, cosine: float, about: str = "") -> float:
+def support(sentence: str, quote: str, cosine: float, about: str = "", settings: Settings | None = None) -> float:
     """``about``: what else the reader sees of the cited article (title, source, author, date); names
-    from it count as grounded ("according to China Daily" is fine when China Daily is the source)."""
+    from it count as grounded ("according to China Daily" is fine when China Daily is the source). The
+    cosine is rescaled by the embedder's range (``Settings.support_cosine_low``/``high``)."""
+    s = settings or _DEFAULTS
     words = set(content_words(sentence))
     quote_words = set(content_words(f"{quote} {about}"))
     lexical = len(words & quote_words) / len(words) if words else 0.0
-    score = 0.6 * lexical + 0.4 * min(1.0, max(0.0, (cosine - 0.2) / 0.6))
+    lo, hi = s.support_cosine_low, s.support_cosine_high
+    score = 0.6 * lexical + 0.4 * min(1.0, max(0.0, (cosine - lo) / (hi - lo)))
     return min(score, 0.3) if ungrounded(sentence, f"{quote} {about}") else score
 
 
@@ -177,7 +183,7 @@ class Draft:
     question: Question | None
     embedder: Any
     texts: Mapping[str, str]
-    threshold: float
+    settings: Settings
     about: Mapping[str, str]
 
     def __post_init__(self) -> None:
@@ -209,10 +215,11 @@ class Draft:
         text = self.plain[s_idx] if text is None else text
         vec = self.ans_vecs[s_idx] if vec is None else vec
         meta = self.meta_of(marker)
-        scored = [(support(text, self.ev_texts[marker][j], float(vec @ self.ev_vecs[p]), meta), j)
+        scored = [(support(text, self.ev_texts[marker][j], float(vec @ self.ev_vecs[p]), meta, self.settings), j)
                   for j, p in enumerate(self.pos[marker])]
         joined = " ".join(self.ev_texts[marker])
-        whole = support(text, joined, max(float(vec @ self.ev_vecs[p]) for p in self.pos[marker]), meta)
+        whole = support(text, joined, max(float(vec @ self.ev_vecs[p]) for p in self.pos[marker]), meta,
+                        self.settings)
         best = max(scored)
         return (whole, -1) if whole > best[0] + 0.1 else best
 
@@ -239,11 +246,11 @@ def _echo(d: Draft, i: int) -> bool:
 def _support(d: Draft, i: int) -> bool:
     """Kept when a cited passage supports it; a wrong or missing marker is repaired to the best passage."""
     scored = d.scored[i] = {m: d.best_in(m, i) for m in d.cited(i)}
-    good = [(m, j, sc) for m, (sc, j) in scored.items() if sc >= d.threshold]
+    good = [(m, j, sc) for m, (sc, j) in scored.items() if sc >= d.settings.support_threshold]
     if not good:
         every = {m: d.best_in(m, i) for m in d.evidence}
         m_best = max(every, key=lambda m: every[m][0])
-        if every[m_best][0] >= d.threshold:
+        if every[m_best][0] >= d.settings.support_threshold:
             good = [(m_best, every[m_best][1], every[m_best][0])]
     if not good:
         return False
@@ -262,7 +269,7 @@ def _trim(d: Draft, i: int) -> bool:
             continue
         vec = d.embedder.embed_cached([short])[0]
         sc, j = d.best_in(m, i, short, vec)
-        if sc >= d.threshold:
+        if sc >= d.settings.support_threshold:
             d.checks.append(SentenceCheck(d.plain[i], (), 0.0, False, Note.TRIMMED))
             d.checks.append(SentenceCheck(short, (m,), round(sc, 3), True, Note.TRIM))
             d.kept.append((short, [(m, j, sc)]))
@@ -335,16 +342,17 @@ ANSWER_CHECKS = (
 
 
 def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: Mapping[str, str],
-           threshold: float = 0.5, about: Mapping[str, str] | None = None, question: str | Question = "",
-           trim: bool = True, adequacy: bool = True) -> Verified:
+           settings: Settings | None = None, about: Mapping[str, str] | None = None,
+           question: str | Question = "") -> Verified:
     """Keep supported sentences, fix or drop their markers, and resolve citations to exact spans.
 
     Each sentence goes down ``CHECKS``, then the answer down ``ANSWER_CHECKS``. With the ``question``, a
     sentence that only restates it is dropped (if nothing else is left, the most relevant passage is quoted
     as the answer), and an answer without what the question asks for (a date, a number, a unit) becomes a
-    refusal (see ``adequacy``; off with ``adequacy=False``). With ``trim``, a sentence that fails only for a
-    name or number no cited passage gives loses the phrase that holds it and is kept if the rest is
-    supported (note "trim"; the original is listed as "trimmed").
+    refusal (see ``adequacy``; off with ``settings.adequacy_checks``). With ``settings.trim_unsupported``, a
+    sentence that fails only for a name or number no cited passage gives loses the phrase that holds it and is
+    kept if the rest is supported (note "trim"; the original is listed as "trimmed"). A sentence is supported
+    at ``settings.support_threshold``.
     """
     by_marker = {ev.marker: ev for ev in evidence}
     sentences = [s for s in split_sentences(raw) if strip_markers(s)]
@@ -352,11 +360,12 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
         refused = tuple(SentenceCheck(strip_markers(s), (), 0.0, False, Note.REFUSAL) for s in sentences)
         return Verified(REFUSAL, False, (), refused)
     q = as_question(question) if question else None
-    switches = {"adequacy_checks": adequacy and q is not None, "trim_unsupported": trim}
+    s = settings or _DEFAULTS  # support_threshold, the switches and the embedder's cosine range
+    switches = {"adequacy_checks": s.adequacy_checks and q is not None, "trim_unsupported": bool(s.trim_unsupported)}
     sentence_checks, answer_checks = ([c for c in seq if c.switch is None or switches[c.switch]]
                                       for seq in (CHECKS, ANSWER_CHECKS))
     d = Draft([strip_markers(s) for s in sentences], [markers_of(s) for s in sentences], by_marker, evidence[0], q,
-              embedder, texts_by_article, threshold, about or {})
+              embedder, texts_by_article, s, about or {})
     for i in range(len(sentences)):
         next(c for c in sentence_checks if c.run(d, i))
     if any(c.run(d, -1) for c in answer_checks):

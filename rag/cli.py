@@ -80,11 +80,12 @@ def index(settings: Settings, paths: tuple[Path, ...], rebuild: bool, keep_exist
 
 @main.command()
 @click.argument("query")
-@click.option("--k", type=int, default=None, help="How many passages (default: the k setting, 4).")
-@click.option("--mode", type=click.Choice(["hybrid", "dense", "lexical"]), default="hybrid", show_default=True)
+@click.option("--k", type=int, default=None, help=f"How many passages (default: the k setting, {Settings.k}).")
+@click.option("--mode", type=click.Choice(["hybrid", "dense", "lexical"]), default=None,
+              help=f"Retrieval (default: the retrieval_mode setting, {Settings.retrieval_mode}).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @common
-def search(settings: Settings, query: str, k: int | None, mode: str, as_json: bool) -> None:
+def search(settings: Settings, query: str, k: int | None, mode: str | None, as_json: bool) -> None:
     """Show the passages retrieved for QUERY.
 
     \b
@@ -109,7 +110,7 @@ def search(settings: Settings, query: str, k: int | None, mode: str, as_json: bo
 
 def _assistant_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for opt in reversed([
-        click.option("--k", type=int, default=None, help="Passages to retrieve (default 4)."),
+        click.option("--k", type=int, default=None, help=f"Passages to retrieve (default {Settings.k})."),
         click.option("--model", default=None, help="Bundled model name or a GGUF path."),
         click.option("--backend", type=click.Choice(["llama", "openai"]), default=None),
         click.option("--base-url", default=None, help="OpenAI-compatible endpoint for --backend openai."),

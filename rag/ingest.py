@@ -23,13 +23,14 @@ from .errors import InputError
 from .readers import SUFFIXES, decode_text, reader_for
 from .records import Article, Block, Coverage, Dropped
 from .roles import BYLINE, DATE, REPEAT, Role, find_title, label_lines, split_lines
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 CLEANER_VERSION = 4  # bump when the cleaning rules change (4: readers, HTML through trafilatura): rebuilds old indexes
 
 
-def read_bytes(path: Path, max_bytes: int = 5_000_000) -> tuple[bytes, str]:
+def read_bytes(path: Path, max_bytes: int = Settings.max_file_bytes) -> tuple[bytes, str]:
     """Return the file's bytes and their sha256; refuse unreadable or huge files."""
     try:
         size = path.stat().st_size
@@ -44,13 +45,13 @@ def read_bytes(path: Path, max_bytes: int = 5_000_000) -> tuple[bytes, str]:
     return data, hashlib.sha256(data).hexdigest()
 
 
-def read_text(path: Path, max_bytes: int = 5_000_000) -> tuple[str, str]:
+def read_text(path: Path, max_bytes: int = Settings.max_file_bytes) -> tuple[str, str]:
     """Return a text file's text and the sha256 of its bytes; refuse binary, non-UTF-8 or huge files."""
     data, digest = read_bytes(path, max_bytes)
     return decode_text(data, path), digest
 
 
-def load_article(path: Path, max_bytes: int = 5_000_000, name: str | None = None) -> Article:
+def load_article(path: Path, max_bytes: int = Settings.max_file_bytes, name: str | None = None) -> Article:
     """Read one file with its format's reader and label its lines by role. Raises InputError for
     unusable files. Metadata the file states (HTML meta tags, document properties) wins over what the
     line rules guess; a role the reader knows (a PDF's running head, a web page's reader comments)

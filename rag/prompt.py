@@ -20,6 +20,7 @@ from .injection import flagged_spans
 from .question import Question, as_question
 from .records import Chunk, Evidence, Passage
 from .roles import Role, role_phrase
+from .settings import Settings
 from .vocab import DEMONSTRATIVES, PRONOUNS, terms
 
 REFUSAL = "The articles do not say."
@@ -76,21 +77,30 @@ def estimate_tokens(text: str) -> int:
 
 
 def select_evidence(question: str | Question, passages: list[Passage], embedder: Any,
-                    texts_by_article: Mapping[str, str], budget_tokens: int = 220, max_items: int = 6,
-                    idf: Callable[[str], float] | None = None, margin: float = 0.5, lexical_weight: float = 0.75,
-                    follow: bool = True, drop_instructions: bool = True) -> list[Evidence]:
-    """Pick the sentences that best match the question, within ``budget_tokens``.
+                    texts_by_article: Mapping[str, str], settings: Settings | None = None,
+                    idf: Callable[[str], float] | None = None, follow: bool = True) -> list[Evidence]:
+    """Pick the sentences that best match the question, within ``settings.context_tokens`` and at most
+    ``settings.max_evidence`` of them.
 
     Score = cosine(question, sentence) + 0.75 * overlap + 0.1 / passage rank, where overlap is the
     share of the question's terms found in the sentence, each weighted by ``idf`` (a rare name counts
-    more than "China"). Sentences scoring ``margin`` below the best are left out: a weak distractor
+    more than "China"); 0.75 is ``settings.evidence_lexical_weight``. Sentences scoring more than
+    ``settings.evidence_margin`` (0.5) below the best are left out: a weak distractor
     next to a strong match makes a small model copy the wrong sentence, and costs prompt tokens. A
     compound question ("Which chip ..., and how much ...?") ranks sentences per part and takes the
     best of each part in turn. The best sentence brings its successor (``follow``), which often names
     who or what it is about; a sentence that opens with a pronoun ("He added ...") brings its
     predecessor. Adjacent picks merge into one span. Sentences flagged by ``rag.injection`` are left out
-    (unless ``drop_instructions`` is off, for ablation).
+    (unless ``settings.injection_filter`` is off, for ablation). With ``settings.evidence_selection`` off
+    (ablation), every sentence of the passages is taken, with no margin, up to half the context window (the
+    fixed prefix takes ~500 tokens; a compound question brings up to 8 chunks).
     """
+    cfg = settings or Settings()
+    if cfg.evidence_selection:
+        budget_tokens, max_items, margin = cfg.context_tokens, cfg.max_evidence, cfg.evidence_margin
+    else:
+        budget_tokens, max_items, margin = cfg.n_ctx // 2, 10 ** 6, float("inf")
+    drop_instructions, lexical_weight = cfg.injection_filter, cfg.evidence_lexical_weight
     spans: list[tuple[Chunk, int, int, int]] = []  # (chunk, start, end, passage rank)
     texts: list[str] = []
     scored: list[str] = []

@@ -115,7 +115,7 @@ class Retriever:
 __all__ = ["STOPWORDS", "Retriever", "check_question", "terms", "tokenize"]
 
 
-def check_question(question: str, max_chars: int = 2000) -> str:
+def check_question(question: str, max_chars: int = Settings.max_question_chars) -> str:
     """Normalise a question; refuse empty or oversized ones with a clear message."""
     if not isinstance(question, str):
         raise InputError("the question must be text")

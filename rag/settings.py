@@ -81,6 +81,16 @@ class Settings:
     llama_repack: str = "off"
     # verification
     support_threshold: float = 0.5
+    # Tuned for the embedder (all-MiniLM-L6-v2), not for the task: they belong to the embedder, and another
+    # model, whose cosines spread differently, needs its own. cite.support rescales a sentence-quote cosine
+    # from [support_cosine_low, support_cosine_high] to [0, 1] (MiniLM: unrelated sentences ~0.2, paraphrases
+    # 0.8 and up). prompt.select_evidence scores a sentence as cosine + evidence_lexical_weight * (idf-weighted
+    # share of the question's terms it holds) + 0.1 / passage rank, and leaves out those more than
+    # evidence_margin below the best.
+    support_cosine_low: float = 0.2
+    support_cosine_high: float = 0.8
+    evidence_margin: float = 0.5
+    evidence_lexical_weight: float = 0.75
     relevance_gate: int = 1  # refuse, without a model call, a question whose names no article holds
     trim_unsupported: int = 1  # drop the phrase with a detail no passage gives, instead of the sentence
     # Stage switches, for ablation (``rag eval --ablate`` turns each off in turn; all on by default).

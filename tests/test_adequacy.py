@@ -71,16 +71,18 @@ def test_a_number_needs_its_unit_in_the_quote() -> None:
 def test_compound_question_gets_evidence_for_each_part() -> None:
     q = "Who is the chief executive, and where did exports double?"
     assert question_parts(q) == ["Who is the chief executive", "where did exports double?"]
-    ev = select_evidence(q, [Passage(1, chunk(), 1.0)], HashEmbedder(), TEXTS, budget_tokens=40, follow=False)
+    ev = select_evidence(q, [Passage(1, chunk(), 1.0)], HashEmbedder(), TEXTS, Settings(context_tokens=40),
+                         follow=False)
     text = " ".join(e.text for e in ev)
     assert "Ann Lee" in text and "Hungary" in text and "weather" not in text
 
 
 def test_weak_sentences_below_the_margin_are_left_out() -> None:
     q = "Where did exports double after a plant opened?"
-    wide = select_evidence(q, [Passage(1, chunk(), 1.0)], HashEmbedder(), TEXTS, budget_tokens=200, margin=9.0)
-    narrow = select_evidence(q, [Passage(1, chunk(), 1.0)], HashEmbedder(), TEXTS, budget_tokens=200, margin=0.2,
-                             follow=False)
+    wide = select_evidence(q, [Passage(1, chunk(), 1.0)], HashEmbedder(), TEXTS,
+                           Settings(context_tokens=200, evidence_margin=9.0))
+    narrow = select_evidence(q, [Passage(1, chunk(), 1.0)], HashEmbedder(), TEXTS,
+                             Settings(context_tokens=200, evidence_margin=0.2), follow=False)
     assert len(" ".join(e.text for e in wide)) > len(" ".join(e.text for e in narrow))
     assert [e.text for e in narrow] == ["Exports doubled after a plant opened in Hungary."]
 
@@ -89,7 +91,7 @@ def test_rare_question_terms_weigh_more() -> None:
     """With idf weights, the sentence holding the rare term wins over one sharing only common words."""
     q = "What about Hungary and the cars?"
     idf = {"hungari": 5.0, "car": 0.1}.get
-    ev = select_evidence(q, [Passage(1, chunk(), 1.0)], HashEmbedder(), TEXTS, budget_tokens=14,
+    ev = select_evidence(q, [Passage(1, chunk(), 1.0)], HashEmbedder(), TEXTS, Settings(context_tokens=14),
                          idf=lambda t: idf(t, 0.0), follow=False)
     assert "Hungary" in ev[0].text
 
@@ -115,7 +117,7 @@ def test_sentences_giving_orders_to_the_assistant_never_reach_the_prompt() -> No
     spans = tuple(sentence_spans(text))
     c = Chunk("d#0", "d.txt", "Drones", 0, len(text), text, spans)
     ev = select_evidence("By how much did exports rise, and what did analysts cite?", [Passage(1, c, 1.0)],
-                         HashEmbedder(), {"d.txt": text}, budget_tokens=200, margin=9.0)
+                         HashEmbedder(), {"d.txt": text}, Settings(context_tokens=200, evidence_margin=9.0))
     shown = " ".join(e.text for e in ev)
     assert "23 per cent" in shown and "farms" in shown and "HACKED" not in shown
     assert "only big firms" in shown and "must be regulated" in shown  # news that merely sounds imperative
@@ -149,8 +151,8 @@ def test_every_stage_reads_the_record_as_it_reads_the_text() -> None:
     q = "Who is the chief executive, and where did exports double?"
     rec = Question.analyse(q)
     p = [Passage(1, chunk(), 1.0)]
-    assert select_evidence(rec, p, HashEmbedder(), TEXTS, budget_tokens=40) == \
-        select_evidence(q, p, HashEmbedder(), TEXTS, budget_tokens=40)
+    assert select_evidence(rec, p, HashEmbedder(), TEXTS, Settings(context_tokens=40)) == \
+        select_evidence(q, p, HashEmbedder(), TEXTS, Settings(context_tokens=40))
     for raw in ("Ann Lee is the chief executive [1]. Exports doubled in Hungary [2].",
                 "The chief executive is the chief executive [1].", "Acme sold cars [1]."):
         assert verify(raw, evidence(), HashEmbedder(), TEXTS, question=rec) == \

@@ -17,6 +17,7 @@ from rag.prompt import (
     select_evidence,
 )
 from rag.records import Note
+from rag.settings import Settings
 from rag.store import IndexStore, build_index
 
 from .fakes import ACME as TEXT
@@ -78,7 +79,7 @@ def test_one_invented_detail_is_trimmed_not_the_whole_answer() -> None:
     v = verify(raw, evidence(), HashEmbedder(), {"acme.txt": TEXT})
     assert v.answerable and v.answer == "Acme sold 3.2 million cars in 2023 [1]."
     assert [s.note for s in v.sentences] == [Note.TRIMMED, Note.TRIM] == ["trimmed", "trim"]
-    whole = verify(raw, evidence(), HashEmbedder(), {"acme.txt": TEXT}, trim=False)
+    whole = verify(raw, evidence(), HashEmbedder(), {"acme.txt": TEXT}, Settings(trim_unsupported=0))
     assert not whole.answerable and [s.note for s in whole.sentences] == [Note.UNSUPPORTED]
     # the invented number is the claim itself: nothing is left to keep
     assert not verify("Acme sold 5.7 million cars in 2023 [1].", evidence(), HashEmbedder(), {"acme.txt": TEXT}).answerable
@@ -107,7 +108,7 @@ def test_checks_are_declared_in_order_each_with_its_note() -> None:
     assert [s.note for s in v.sentences] == [Note.ECHO, Note.REFUSAL, Note.KEPT]
     assert all(isinstance(s.note, Note) for s in v.sentences)
     # switched off, a check passes every sentence on to the next
-    off = verify(raw, evidence(), HashEmbedder(), {"acme.txt": TEXT}, question=q, adequacy=False)
+    off = verify(raw, evidence(), HashEmbedder(), {"acme.txt": TEXT}, Settings(adequacy_checks=False), question=q)
     assert off.sentences[0].note in (Note.KEPT, Note.UNSUPPORTED)
     # notes are strings: read back from JSON they still compare equal, and print as their value
     assert Note("unsupported") is Note.UNSUPPORTED and f"{Note.ECHO}" == "echo" and Note.KEPT == ""
@@ -119,10 +120,10 @@ def test_prompt_is_compact_and_has_a_stable_prefix() -> None:
     from rag.records import Passage
 
     texts = {"acme.txt": TEXT}
-    ev = select_evidence("Where did exports double?", [Passage(1, c, 1.0)], emb, texts, budget_tokens=12)
+    ev = select_evidence("Where did exports double?", [Passage(1, c, 1.0)], emb, texts, Settings(context_tokens=12))
     assert [e.text for e in ev] == ["Exports doubled after a plant opened in Hungary."]
     # a sentence opening with a pronoun ("Its ...") brings the sentence it refers back to, as one span
-    ev = select_evidence("Who is the chief executive?", [Passage(1, c, 1.0)], emb, texts, budget_tokens=12)
+    ev = select_evidence("Who is the chief executive?", [Passage(1, c, 1.0)], emb, texts, Settings(context_tokens=12))
     assert [e.text for e in ev] == ["Acme sold 3.2 million cars in 2023. Its chief executive is Ann Lee."]
     a = build_messages("q1", ev)
     b = build_messages("q2", [])

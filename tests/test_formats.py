@@ -22,6 +22,7 @@ from rag.ingest import iter_paths, load_article, parse_article
 from rag.readers import READERS, SUFFIXES, Read, formats, read_pdf
 from rag.records import Article
 from rag.roles import Role
+from rag.settings import Settings
 
 from .baseline_html import html_to_text as selectolax_html_to_text
 from .documents import DOCX_PARAGRAPHS, DOCX_TITLE, PDF_HEAD, PDF_PAGES, PDF_TITLE, make_news_docx, make_news_pdf
@@ -384,7 +385,7 @@ def test_a_body_sentence_after_a_headline_is_cited_as_body(tmp_path: Path) -> No
     assert a.text[headline.end:body.start].strip() == ""  # adjacent: they would merge if roles were ignored
     s, e = body.sentences[0]
     passages = [Passage(rank=1, chunk=headline, score=1.0), Passage(rank=2, chunk=body, score=0.9)]
-    evidence = select_evidence(a.text[s:e], passages, HashEmbedder(), {a.name: a.text}, budget_tokens=500)
+    evidence = select_evidence(a.text[s:e], passages, HashEmbedder(), {a.name: a.text}, Settings(context_tokens=500))
     assert {ev.chunk.role for ev in evidence} == {Role.HEADLINE, Role.BODY}
     assert all(ev.chunk.start <= ev.start and ev.end <= ev.chunk.end for ev in evidence)
     marker = next(ev.marker for ev in evidence if ev.chunk is body)

@@ -126,7 +126,7 @@ def test_flagged_sentences_never_become_evidence_and_are_marked_on_passages() ->
     p = Passage(1, c, 1.0, flagged=flagged_spans(c))
     assert p.flagged == (spans[1],) and p.to_dict()["flagged"] == [list(spans[1])]
     ev = select_evidence("How many transistors does the B200 have?", [p], HashEmbedder(), {"b.txt": text},
-                         budget_tokens=300, margin=9.0)
+                         Settings(context_tokens=300, evidence_margin=9.0))
     shown = " ".join(e.text for e in ev)
     assert "208 billion" in shown and "640 trillion" not in shown
 
