@@ -26,6 +26,7 @@ from rag.store import (
 )
 
 from .conftest import SEEDS
+from .fakes import FakeLLM
 
 
 def test_synthetic_corpus_is_distinct_articles_with_enough_chunks(tmp_path: Path) -> None:
@@ -105,3 +106,22 @@ def test_results_render_with_a_failed_section(tmp_path: Path) -> None:
     written = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))
     assert written == json.loads(json.dumps(results))
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_use_llm_swaps_the_model_and_clear_cache_forgets_answers(settings: Settings, seeds_copy: Path,
+                                                                   fake_embedder) -> None:
+    """What the answer bench relies on instead of setting ``_llm`` and ``_cache``."""
+    build_index([seeds_copy], settings, fake_embedder)
+    first, second = FakeLLM(), FakeLLM()
+    second.name = "second-llm"
+    assistant = Assistant(settings, embedder=fake_embedder, llm=first)
+    question = "Which chip powers Huawei's Mate 60 series phone?"
+    assistant.ask(question)
+    assistant.ask(question)  # from the answer cache
+    assert len(first.calls) == 1
+    assistant.clear_cache()
+    assistant.ask(question)
+    assert len(first.calls) == 2
+    assistant.use_llm(second)  # also forgets the answers the first model gave
+    assert assistant.llm is second and assistant.ask(question).model == second.name
+    assert len(first.calls) == 2 and len(second.calls) == 1
