@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from .records import Article, Chunk
 from .roles import Role, role_phrase
+from .settings import Settings
 
 if TYPE_CHECKING:
     from langchain_text_splitters import RecursiveCharacterTextSplitter
@@ -87,7 +88,8 @@ def chunk_article(article: Article, chunk_size: int, chunk_overlap: int) -> list
     return chunks
 
 
-def search_text(chunk: Chunk, article: Article, context: bool = True, context_chars: int = 200) -> str:
+def search_text(chunk: Chunk, article: Article, context: bool = Settings.role_context, context_chars: int = 200
+                ) -> str:
     """What retrieval matches a chunk on (embedding and BM25); the cited span stays ``chunk.text``.
 
     Article text is matched as it is. A caption, credit, related headline or footer says little alone
@@ -112,7 +114,7 @@ def in_context(text: str, role: Role, start: int, end: int, context_chars: int =
     return "\n".join([f"({role_phrase(role)}) {span}", *around])
 
 
-def lexical_text(chunk: Chunk, article: Article | None, context: bool = True) -> str:
+def lexical_text(chunk: Chunk, article: Article | None, context: bool = Settings.role_context) -> str:
     """What BM25 indexes: title and source (questions name them: "the China Daily piece"), then
     :func:`search_text`."""
     if article is None:
