@@ -210,7 +210,7 @@ def test_default_store_never_imports_pymilvus(settings: Settings, fake_embedder:
               "print('pymilvus' in sys.modules, 'milvus_lite' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout.split("\n")
-    assert out[:2] == ["4", "False False"]
+    assert out[:2] == [str(Settings.k), "False False"]
 
 
 KIRIN = "The Mate 60 is powered by the Kirin 9000S chip [1]."
