@@ -96,6 +96,8 @@ class Assistant:
         self._retriever: Retriever | None = None
         self._cache: OrderedDict[tuple[Any, ...], Answer] = OrderedDict()
         self._lock = threading.RLock()
+        self._loader: threading.Thread | None = None  # load(wait=False): the LLM still loading
+        self._load_failure: list[BaseException] = []
         self.load_timings: dict[str, float] = {}  # seconds per part, filled by load()
 
     # -- lazily loaded parts -------------------------------------------------------------------------
@@ -123,9 +125,19 @@ class Assistant:
 
     @property
     def llm(self) -> LLM:
+        if self._loader is not None:  # started by load(wait=False): wait for it here, at first use
+            self._loader.join()
+            self._loader = None
+            if self._load_failure:
+                raise self._load_failure.pop()
         if self._llm is None:
             self._llm = get_llm(self.settings, self._model)
         return self._llm
+
+    @property
+    def model_name(self) -> str:
+        """The model's name, known before it has loaded (it keys the answer cache)."""
+        return self._llm.name if self._llm is not None else self._model or self.settings.model
 
     def use_llm(self, llm: LLM) -> None:
         """Answer with ``llm`` from now on (``rag bench`` passes a wrapper that records each request); the
@@ -146,13 +158,14 @@ class Assistant:
             self._retriever = None
             self._cache.clear()
 
-    def load(self, warm: bool = False) -> None:
+    def load(self, warm: bool = False, wait: bool = True) -> None:
         """Load the index, embedder and LLM now; with ``warm``, also put the fixed prompt prefix (system
         prompt, examples) into the LLM's key/value cache.
 
-        The LLM loads and warms in a background thread while this one imports torch for the embedder
-        (5-9 s), so a cold start waits for the slower of the two rather than their sum: llama.cpp
-        works in C with the GIL released.
+        The LLM loads and warms in a background thread while this one loads the index and the embedder
+        (llama.cpp works in C with the GIL released). Without ``wait`` it goes on loading while the
+        first question is searched and its evidence chosen, and the first use of ``llm`` waits for it:
+        a one-question process (`rag ask`) then pays the slower of the two, not their sum.
         """
         t0 = time.perf_counter()
         timings = self.load_timings
@@ -188,9 +201,9 @@ class Assistant:
             _ = self.retriever
         finally:
             if loader is not None:
-                loader.join()
-        if failure:
-            raise failure[0]
+                self._loader, self._load_failure = loader, failure
+                if wait:
+                    _ = self.llm  # joins the loader; re-raises its failure
         timings["load_s"] = time.perf_counter() - t0
 
     def warm_up(self) -> None:
@@ -223,7 +236,7 @@ class Assistant:
             yield Answer(question=question, answer=ATTACK_REFUSAL, answerable=False, citations=(), passages=(),
                          timings={"retrieve_s": 0.0, "first_token_s": time.perf_counter() - t0,
                                   "total_s": time.perf_counter() - t0},
-                         model=self._model or self.settings.model,
+                         model=self.model_name,
                          sentences=(SentenceCheck(question, (), 0.0, False, Note.INSTRUCTION),))
             return
 
@@ -231,7 +244,7 @@ class Assistant:
             return Status(text, stage, time.perf_counter() - t0)
 
         with self._lock:
-            if self._llm is None:
+            if self._llm is None and self._loader is None:
                 yield status("loading", "Loading the model (first use)")
                 _ = self.llm
             standalone = None
@@ -245,7 +258,7 @@ class Assistant:
                     standalone = None
             query = standalone or question
             # Keyed on what was asked and on what was searched: a new question never gets an old answer.
-            key = (question.lower(), query.lower(), k, self.llm.name, self.store.version,
+            key = (question.lower(), query.lower(), k, self.model_name, self.store.version,
                    self.settings.context_tokens)
             if key in self._cache:
                 self._cache.move_to_end(key)
@@ -263,7 +276,7 @@ class Assistant:
             if unknown:  # nothing in the articles names what is asked about: refuse without a model call
                 yield Token(REFUSAL)
                 yield Answer(question=question, answer=REFUSAL, answerable=False, citations=(),
-                             passages=tuple(passages), model=self.llm.name, rewritten_question=standalone,
+                             passages=tuple(passages), model=self.model_name, rewritten_question=standalone,
                              sentences=(SentenceCheck(f"not in any article: {', '.join(unknown)}", (), 0.0,
                                                       False, Note.OFF_CORPUS),),
                              signals={"relevance": 0.0}, confidence=confidence.calibrated({"relevance": 0.0}, False),

@@ -146,7 +146,7 @@ def ask(settings: Settings, question: str, k: int | None, model: str | None, bac
     question = check_question(question, settings.max_question_chars)  # an empty question fails before any load
     k = check_k(k, settings)
     assistant = Assistant(_settings_with(settings, model, backend, base_url))
-    assistant.load(warm=True)  # the prompt prefix is evaluated while torch loads
+    assistant.load(warm=True, wait=False)  # the model goes on loading while the question is searched
     loaded = time.perf_counter()
     streaming = not (as_json or markdown) and sys.stdout.isatty()
     answer = None

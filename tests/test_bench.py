@@ -125,3 +125,37 @@ def test_use_llm_swaps_the_model_and_clear_cache_forgets_answers(settings: Setti
     assistant.use_llm(second)  # also forgets the answers the first model gave
     assert assistant.llm is second and assistant.ask(question).model == second.name
     assert len(first.calls) == 2 and len(second.calls) == 1
+
+
+def test_load_without_wait_lets_the_question_be_searched_while_the_model_loads(
+        settings: Settings, seeds_copy: Path, fake_embedder, fake_llm, monkeypatch) -> None:
+    import threading
+
+    from rag import answer
+
+    build_index([seeds_copy], settings, fake_embedder)
+    release, order = threading.Event(), []
+
+    def slow_llm(s, model=None):
+        release.wait(10)
+        order.append("model loaded")
+        return fake_llm
+
+    monkeypatch.setattr(answer, "get_llm", slow_llm)
+    assistant = Assistant(settings, embedder=fake_embedder)
+    assistant.load(wait=False)  # returns while the model is still loading
+    hits = assistant.retriever.search("Kirin 9000S chip", 3)
+    order.append("searched")
+    release.set()
+    reply = assistant.ask("Which chip powers the Mate 60?")  # the first use of the model waits for it
+    assert order == ["searched", "model loaded"] and hits and reply.model == fake_llm.name
+    assert fake_llm.calls  # the answer came from the model the background load produced
+
+    def broken_llm(s, model=None):
+        raise ModelError("the model file is damaged")
+
+    monkeypatch.setattr(answer, "get_llm", broken_llm)
+    failing = Assistant(settings, embedder=fake_embedder)
+    failing.load(wait=False)
+    with pytest.raises(ModelError, match="damaged"):
+        failing.ask("Which chip powers the Mate 60?")  # the loader's failure surfaces at first use
