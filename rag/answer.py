@@ -202,8 +202,8 @@ class Assistant:
         finally:
             if loader is not None:
                 self._loader, self._load_failure = loader, failure
-                if wait:
-                    _ = self.llm  # joins the loader; re-raises its failure
+        if wait:
+            _ = self.llm  # joins the loader; re-raises its failure
         timings["load_s"] = time.perf_counter() - t0
 
     def warm_up(self) -> None:

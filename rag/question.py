@@ -2,7 +2,7 @@
 asks for, its names and numbers. Retrieval, evidence selection, the relevance gate and the checks read this
 record instead of each re-deriving pieces of the question.
 
-Rules, not a parser: a part is split off at ", and which/how/...", a name is a capitalised word after the
+Rules, not a parser: a part is split off at ", and which/how/...", a name is a word holding a capital after the
 first, and the kind comes from a few phrasings ("how many", "in what year", "(in points)").
 """
 
