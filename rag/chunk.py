@@ -108,8 +108,14 @@ def in_context(text: str, role: Role, start: int, end: int, context_chars: int =
     span = text[start:end]
     if role is Role.BODY:
         return span
-    before = text[:start].rstrip().rsplit("\n", 1)[-1]
-    after = text[end:].lstrip().split("\n", 1)[0]
+    b = start  # the line before ends at the last non-space before the span, the line after starts at the first
+    while b > 0 and text[b - 1].isspace():
+        b -= 1
+    a = end
+    while a < len(text) and text[a].isspace():
+        a += 1
+    after_end = text.find("\n", a)
+    before, after = text[text.rfind("\n", 0, b) + 1:b], text[a:after_end if after_end >= 0 else len(text)]
     around = [" ".join(line[:context_chars].split()) for line in (before, after) if line.strip()]
     return "\n".join([f"({role_phrase(role)}) {span}", *around])
 

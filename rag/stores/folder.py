@@ -57,7 +57,6 @@ class FolderStore:
         self.manifest = index.manifest
         self._pos = {c.chunk_id: i for i, c in enumerate(index.chunks)}
         self._bm25: Any = None
-        self._idf: dict[str, float] = {}
 
     @classmethod
     def load(cls, settings: Settings) -> FolderStore:
@@ -101,12 +100,6 @@ class FolderStore:
             else:  # an index written before BM25 was saved with it
                 context = bool(self.manifest.get("chunking", {}).get("role_context"))  # as the vectors were
                 bm25 = build_lexical(lexical_corpus(self.index.chunks, self.index.articles, context))
-            if self.index.chunks:
-                # document frequency of each term: its column's entries in bm25s's sparse score matrix
-                df = np.diff(np.asarray(bm25.scores["indptr"]))
-                n = len(self.index.chunks)
-                self._idf = {t: math.log(1 + (n - int(df[i]) + 0.5) / (int(df[i]) + 0.5))
-                             for t, i in bm25.vocab_dict.items() if i < len(df) and df[i] > 0}
             self._bm25 = bm25
         return self._bm25
 
@@ -120,8 +113,16 @@ class FolderStore:
         return [(chunks[int(i)].chunk_id, float(s)) for i, s in zip(ids[0], scores[0], strict=True) if s > 0]
 
     def idf(self, term: str) -> float:
-        self._bm25_index()
-        return self._idf.get(term, 0.0)
+        """BM25 idf of ``term``, from its document frequency: the entries of its column in bm25s's sparse
+        score matrix (0 for a term no chunk holds). Looked up per term, so a start builds no table."""
+        bm25 = self._bm25_index()
+        i = bm25.vocab_dict.get(term)
+        indptr = bm25.scores["indptr"]
+        if i is None or i + 1 >= len(indptr):
+            return 0.0
+        df = int(indptr[i + 1] - indptr[i])
+        n = len(self.index.chunks)
+        return math.log(1 + (n - df + 0.5) / (df + 0.5)) if df else 0.0
 
     def fetch(self, ids: Sequence[str]) -> list[Chunk]:
         return [self.index.chunks[self._pos[i]] for i in ids]
