@@ -33,11 +33,15 @@ def lexical_corpus(chunks: Sequence[Chunk], articles: dict[str, Article], contex
     return [terms(lexical_text(c, articles.get(c.article), context)) or ["∅"] for c in chunks]
 
 
-def build_lexical(corpus: list[list[str]]) -> Any:
+def _bm25s() -> Any:
     import bm25s
 
     logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets itself to DEBUG on import
-    bm25 = bm25s.BM25()
+    return bm25s
+
+
+def build_lexical(corpus: list[list[str]]) -> Any:
+    bm25 = _bm25s().BM25()
     if corpus:
         bm25.index(corpus, show_progress=False)
     return bm25
@@ -93,10 +97,7 @@ class FolderStore:
         if self._bm25 is None:
             saved = self.index.path / LEXICAL_DIR
             if saved.is_dir():
-                import bm25s
-
-                logging.getLogger("bm25s").setLevel(logging.WARNING)
-                bm25 = bm25s.BM25.load(str(saved), mmap=True)
+                bm25 = _bm25s().BM25.load(str(saved), mmap=True)
             else:  # an index written before BM25 was saved with it
                 context = bool(self.manifest.get("chunking", {}).get("role_context"))  # as the vectors were
                 bm25 = build_lexical(lexical_corpus(self.index.chunks, self.index.articles, context))
