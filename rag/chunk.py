@@ -108,6 +108,12 @@ def in_context(text: str, role: Role, start: int, end: int, context_chars: int =
     span = text[start:end]
     if role is Role.BODY:
         return span
+    return "\n".join([f"({role_phrase(role)}) {span}", *neighbours(text, start, end, context_chars)])
+
+
+def neighbours(text: str, start: int, end: int, chars: int = 200) -> list[str]:
+    """The first ``chars`` characters of the non-blank line just before and just after ``text[start:end]``
+    (the item a caption or credit sits on), whitespace collapsed."""
     b = start  # the line before ends at the last non-space before the span, the line after starts at the first
     while b > 0 and text[b - 1].isspace():
         b -= 1
@@ -116,8 +122,7 @@ def in_context(text: str, role: Role, start: int, end: int, context_chars: int =
         a += 1
     after_end = text.find("\n", a)
     before, after = text[text.rfind("\n", 0, b) + 1:b], text[a:after_end if after_end >= 0 else len(text)]
-    around = [" ".join(line[:context_chars].split()) for line in (before, after) if line.strip()]
-    return "\n".join([f"({role_phrase(role)}) {span}", *around])
+    return [" ".join(line[:chars].split()) for line in (before, after) if line.strip()]
 
 
 def lexical_text(chunk: Chunk, article: Article | None, context: bool = Settings.role_context) -> str:

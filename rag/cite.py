@@ -34,7 +34,7 @@ _WITH_UNIT = re.compile(r"(\d+(?:[.,]\d+)*)[\s-]*(" + UNITS + r")(?!\w)", re.IGN
 _REFUSAL = re.compile(
     r"\b(articles?|passages?|text|sources?|context)\b[^.]{0,40}\b(do(es)?|did)\s*(not|n['’]t)\s+"
     r"(say|mention|state|specify|provide|contain|include|give|answer|discuss|indicate|reveal)|"
-    r"\bno (information|mention|details?)\b|\bnot (mentioned|specified|stated|provided|available)\b|"
+    r"\bno (information|mention|details?)\b|\bnot (mentioned|specified|stated|provided)\b|"
     r"\b(cannot|can['’]t|unable to) (be )?(answer|determine|find)",
     re.IGNORECASE,
 )
@@ -223,6 +223,14 @@ class Draft:
         best = max(scored)
         return (whole, -1) if whole > best[0] + 0.1 else best
 
+    def joint(self, markers: list[int], s_idx: int) -> float:
+        """Support of sentence s_idx by the cited evidence spans taken together."""
+        vec = self.ans_vecs[s_idx]
+        text = " ".join(t for m in markers for t in self.ev_texts[m])
+        cosine = max(float(vec @ self.ev_vecs[p]) for m in markers for p in self.pos[m])
+        meta = " ".join(self.meta_of(m) for m in markers)
+        return support(self.plain[s_idx], text, cosine, meta, self.settings)
+
     def cited(self, s_idx: int) -> list[int]:
         return [m for m in dict.fromkeys(self.markers[s_idx]) if m in self.evidence]
 
@@ -247,6 +255,10 @@ def _support(d: Draft, i: int) -> bool:
     """Kept when a cited passage supports it; a wrong or missing marker is repaired to the best passage."""
     scored = d.scored[i] = {m: d.best_in(m, i) for m in d.cited(i)}
     good = [(m, j, sc) for m, (sc, j) in scored.items() if sc >= d.settings.support_threshold]
+    if not good and len(scored) > 1:  # "X did A [1] and B [3]": the cited passages together support it
+        sc = d.joint(list(scored), i)
+        if sc >= d.settings.support_threshold:
+            good = [(m, -1, sc) for m in scored]
     if not good:
         every = {m: d.best_in(m, i) for m in d.evidence}
         m_best = max(every, key=lambda m: every[m][0])
@@ -303,9 +315,11 @@ def _all_removed(d: Draft, _: int) -> bool:
 
 
 def _kind(d: Draft, _: int) -> bool:
-    """Refused: the answer lacks the kind of thing the question asks for (a date, a number, a unit)."""
+    """Refused: the answer lacks the kind of thing the question asks for (a date, a number, a unit). Only for a
+    one-part question: an answer to one part of "In which month ..., and was it ...?" is kept, and the part it
+    leaves open is named (``answer.unanswered_parts``)."""
     q = d.question
-    return q is not None and not gives_kind(" ".join(s for s, _ in d.kept), q.kind, q)
+    return q is not None and len(q.parts) == 1 and not gives_kind(" ".join(s for s, _ in d.kept), q.kind, q)
 
 
 @dataclass(frozen=True)

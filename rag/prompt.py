@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .chunk import in_context
+from .chunk import in_context, neighbours
 from .injection import flagged_spans
 from .question import Question, as_question
 from .records import Chunk, Evidence, Passage
@@ -24,6 +24,7 @@ from .settings import Settings
 from .vocab import DEMONSTRATIVES, PRONOUNS, terms
 
 REFUSAL = "The articles do not say."
+QUOTES = "\"“”‘’'"
 
 SYSTEM_PROMPT = (
     "Read the numbered passages from news articles and answer the question from them alone. "
@@ -171,9 +172,11 @@ def select_evidence(question: str | Question, passages: list[Passage], embedder:
     for n, g in enumerate(groups, 1):
         chunk = spans[g[0]][0]
         start, end = spans[g[0]][1], spans[g[-1]][2]
-        out.append(Evidence(marker=n, chunk=chunk, start=start, end=end,
-                            text=texts_by_article[chunk.article][start:end],
-                            relevance=float(max(best[j] for j in g))))
+        text = texts_by_article[chunk.article]
+        around = () if chunk.role is Role.BODY or not cfg.role_prompt_context else \
+            tuple(neighbours(text, start, end, cfg.role_prompt_context))
+        out.append(Evidence(marker=n, chunk=chunk, start=start, end=end, text=text[start:end],
+                            relevance=float(max(best[j] for j in g)), context=around))
     return out
 
 
@@ -201,8 +204,14 @@ def unattributed(question: str) -> str:
     return q[:1].upper() + q[1:] if len(q) > 8 else question
 
 
-def _label(role: Role) -> str:
-    return f"({role_phrase(role)}) " if role is not Role.BODY else ""
+def _label(ev: Evidence) -> str:
+    """"(listed as a related headline, ...) ", with the lines around it when there are: "(from a photo caption
+    or credit, between "…" and "…") "."""
+    if ev.chunk.role is Role.BODY:
+        return ""
+    around = " and ".join(f"“{line.strip(QUOTES)}…”" for line in ev.context)
+    return f"({role_phrase(ev.chunk.role)}{', between ' if len(ev.context) > 1 else ', next to '}{around}) " \
+        if around else f"({role_phrase(ev.chunk.role)}) "
 
 
 def build_messages(question: str | Question, evidence: list[Evidence]) -> list[dict[str, str]]:
@@ -210,7 +219,7 @@ def build_messages(question: str | Question, evidence: list[Evidence]) -> list[d
     question = unattributed(question.text if isinstance(question, Question) else question)
     # A passage that is not article text says so ("(listed as a related headline, ...)"): a credit or a
     # teaser is answered as what it is, never as a reported fact.
-    lines = [f"[{ev.marker}] {_label(ev.chunk.role)}{' '.join(ev.text.split())}" for ev in evidence]
+    lines = [f"[{ev.marker}] {_label(ev)}{' '.join(ev.text.split())}" for ev in evidence]
     user = "Passages:\n" + "\n".join(lines) + f"\n\nQuestion: {question}"
     return [{"role": "system", "content": SYSTEM_PROMPT}, *EXAMPLES, {"role": "user", "content": user}]
 

@@ -23,7 +23,7 @@ _KINDS = (
     ("money", re.compile(r"\bhow much\b.*\b(money|funding|raise|raised|pay|paid|spend|spent|invest|invested|"
                          r"cost|costs|worth)\b|\b(what|which)\s+(\w+\s+){0,3}(price|cost|valuation|salary|fee|fine)\b",
                          re.I)),
-    ("number", re.compile(r"\bhow (many|much)\b|\b(what|which) (percentage|share|number|amount|sum|figure)\b",
+    ("number", re.compile(r"\bhow (many|much|old)\b|\b(what|which) (percentage|share|number|amount|sum|figure)\b",
                           re.I)),
 )
 # "(in points)", or "in <unit>" for a unit of measure: "What is its performance in teraflops?"
@@ -122,6 +122,8 @@ def expected_kind(question: str) -> str | None:
     ('unit:points', None)
     >>> expected_kind("What is the chip's performance in teraflops?"), expected_kind("Who invested in AI?")
     ('unit:teraflops', None)
+    >>> expected_kind("How old is the founder?")
+    'number'
     """
     unit = _UNIT.search(question)
     if unit:

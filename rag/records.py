@@ -183,6 +183,7 @@ class Evidence:
     end: int
     text: str  # == article text[start:end]
     relevance: float = 0.0
+    context: tuple[str, ...] = ()  # for a caption, credit or teaser: the lines around it, shown in the prompt
 
 
 @dataclass(frozen=True)

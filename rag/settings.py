@@ -60,6 +60,9 @@ class Settings:
     # role_weight 0.95, fused recall@5 0.80 / 0.974 with it, 0.65 / 0.948 without; holdout 0.909 / 0.955.
     role_context: bool = True
     # prompt
+    # A caption, credit or teaser in the prompt comes with the first role_prompt_context characters of the
+    # lines around it ("Photo: Handout" alone does not say which item it illustrates); 0: its own text only.
+    role_prompt_context: int = 80
     context_tokens: int = 220  # budget for the evidence sentences in the prompt (~9 ms/token to process)
     max_evidence: int = 6
     # generation

@@ -72,6 +72,29 @@ def test_verify_refusal_and_invented_numbers() -> None:
     assert not invented.answerable
     assert is_refusal("The articles do not mention the price.")
     assert not is_refusal("Acme sold cars.")
+    # a fact stated in the negative is not a refusal (it removed a right half of a two-part answer)
+    assert not is_refusal("It is not available to the general public yet.")
+
+
+def test_a_sentence_citing_two_passages_is_supported_by_them_together() -> None:
+    raw = "Acme, led by Ann Lee, doubled exports after opening a plant in Hungary [1][2]."
+    ev = evidence()
+    v = verify(raw, ev, HashEmbedder(), {"acme.txt": TEXT})
+    assert v.answerable and [c.marker for c in v.citations] == [1, 2]
+    assert [(c.start, c.end) for c in v.citations] == [(e.start, e.end) for e in ev]
+    # neither passage alone gives both "Ann Lee" and "Hungary": cited to one, the sentence loses the other
+    alone = verify("Acme, led by Ann Lee, doubled exports after opening a plant in Hungary [1].", ev,
+                   HashEmbedder(), {"acme.txt": TEXT})
+    assert "Hungary" not in alone.answer and [c.marker for c in alone.citations] == [1]
+
+
+def test_the_kind_check_keeps_the_answer_to_one_part_of_a_compound_question() -> None:
+    one = "Acme's exports doubled after a plant opened in Hungary [2]."
+    part = verify(one, evidence(), HashEmbedder(), {"acme.txt": TEXT},
+                  question="In which month did the plant open, and what happened to exports?")
+    assert part.answerable and "Hungary" in part.answer
+    whole = verify(one, evidence(), HashEmbedder(), {"acme.txt": TEXT}, question="In which month did the plant open?")
+    assert not whole.answerable
 
 
 def test_one_invented_detail_is_trimmed_not_the_whole_answer() -> None:
@@ -132,6 +155,24 @@ def test_prompt_is_compact_and_has_a_stable_prefix() -> None:
     # a follow-up's rewrite request shares that prefix, so the answer after it does not evaluate it again
     assert build_rewrite_messages("And its maker?", [("Which chip?", "")])[:-1] == a[:-1]
     assert "[1] Acme sold 3.2 million cars in 2023. Its chief" in a[-1]["content"]
+
+
+def test_a_credit_in_the_prompt_shows_the_lines_around_it() -> None:
+    from rag.records import Chunk, Passage
+    from rag.roles import Role
+
+    text = "Acme opened a plant in Hungary.\n\nPhoto: Xinhua\nTelecom firms showed AI models at MWC Barcelona."
+    s = text.index("Photo")
+    credit = Chunk("t#1", "t.txt", "T", s, s + 13, "Photo: Xinhua", ((s, s + 13),), role=Role.CAPTION)
+    [ev] = select_evidence("Who supplied the picture?", [Passage(1, credit, 1.0)], HashEmbedder(), {"t.txt": text})
+    assert ev.text == "Photo: Xinhua" and ev.context == ("Acme opened a plant in Hungary.",
+                                                         "Telecom firms showed AI models at MWC Barcelona.")
+    user = build_messages("Who supplied the picture?", [ev])[-1]["content"]
+    assert "(from a photo caption or credit, between “Acme opened" in user and "Barcelona.…”) Photo: Xinhua" in user
+    [bare] = select_evidence("Who supplied the picture?", [Passage(1, credit, 1.0)], HashEmbedder(), {"t.txt": text},
+                             Settings(role_prompt_context=0))
+    assert bare.context == () and "[1] (from a photo caption or credit) Photo: Xinhua" in \
+        build_messages("q", [bare])[-1]["content"]
 
 
 def test_follow_up_detection() -> None:
