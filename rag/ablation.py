@@ -18,12 +18,18 @@ Every variant is a normal run folder under ``OUT/<variant>/`` (so an interrupted
 per variant, whether its overall accuracy differs from the full pipeline's beyond noise (exact McNemar
 on the same questions). A variant whose switch cannot matter for the gold file (the follow-up rewrite,
 when no question has a history) is skipped and says so.
+
+Generation is the cost, and most switches act after it (the checks) or change few prompts (the relevance
+gate, the injection filter): a prompt already answered in this ablation is answered again from memory
+(``Remembered``; greedy decoding writes the same text), so those variants cost seconds, not a model run.
+Their latency figures are then not the model's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +43,7 @@ if TYPE_CHECKING:
     from .evaluation.runner import Echo
 
 FULL = "full"
+MEMORY = "generations.jsonl"
 # name -> (what is off, settings changed)
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     FULL: ("nothing: every stage on", {}),
@@ -68,6 +75,7 @@ def run_ablation(assistant: Assistant, items: Sequence[GoldItem], gold: Path, ou
         raise InputError(f"unknown ablation variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     names = [v for v in VARIANTS if not only or v in only or v == FULL]
     out.mkdir(parents=True, exist_ok=True)
+    llm = Remembered(assistant.llm, out / MEMORY) if assistant.settings.temperature == 0 else assistant.llm
     rows: dict[str, dict[str, Any]] = {}
     for name in names:
         what, change = VARIANTS[name]
@@ -77,7 +85,7 @@ def run_ablation(assistant: Assistant, items: Sequence[GoldItem], gold: Path, ou
             continue
         echo(f"ablation {name}: {what}")
         variant = Assistant(assistant.settings.replace(**change), store=assistant.store,
-                            embedder=assistant.embedder, llm=assistant.llm)
+                            embedder=assistant.embedder, llm=llm)
         summary = run(variant, items, gold, out / name, k=k, echo=lambda _m: None)
         rows[name] = {"off": what, "settings": change, "metrics": summary["metrics"], "ci": summary["ci"],
                       "counts": summary["counts"], "checks": summary.get("checks")}
@@ -126,3 +134,37 @@ def ablation_markdown(result: dict[str, Any]) -> str:
             last = f"**{last}**" if vs["beyond_noise"] else last
         lines.append(f"| {name} | {row['off']} | " + " | ".join(cells) + f" | {last} |")
     return "\n".join(lines) + "\n"
+
+
+class Remembered:
+    """An LLM that answers a prompt it has answered before (same messages, token limit and stops) from
+    memory, kept in a JSON Lines file so an interrupted ablation keeps it. Only for greedy decoding
+    (temperature 0), where the model would write the same text again."""
+
+    def __init__(self, llm: Any, path: Path) -> None:
+        self.llm, self.name, self.path = llm, llm.name, path
+        self.memory: dict[str, str] = {}
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                    self.memory[row["key"]] = row["text"]
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut short by an interruption: that prompt is answered again
+
+    def count_tokens(self, text: str) -> int:
+        return int(self.llm.count_tokens(text))
+
+    def stream_chat(self, messages: list[dict[str, str]], max_tokens: int, stop: list[str] | None = None
+                    ) -> Iterator[str]:
+        key = hashlib.sha256(json.dumps([self.name, messages, max_tokens, stop]).encode()).hexdigest()
+        if key in self.memory:
+            yield self.memory[key]
+            return
+        pieces = []
+        for piece in self.llm.stream_chat(messages, max_tokens, stop=stop):
+            pieces.append(piece)
+            yield piece
+        self.memory[key] = "".join(pieces)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"key": key, "text": self.memory[key]}) + "\n")

@@ -522,9 +522,16 @@ def test_ablation_runs_each_variant_and_tabulates(settings, index, fake_embedder
     out = tmp_path / "abl"
     printed: list[str] = []
     items = load_gold(kinded_gold, {n: a.text for n, a in index.articles.items()})
-    result = run_ablation(Assistant(settings, store=index, embedder=fake_embedder, llm=EchoLLM()), items,
+    llm = EchoLLM()
+    result = run_ablation(Assistant(settings, store=index, embedder=fake_embedder, llm=llm), items,
                           kinded_gold, out, k=4, echo=printed.append)
     assert list(result["variants"]) == list(VARIANTS)
+    # a prompt already answered is answered from memory: only the variants that change prompts reach the model
+    prompts = {json.dumps(m) for m in llm.calls}
+    assert len(llm.calls) == len(prompts) < len(items) * 3
+    for name in ("no-citation-check", "no-trim", "no-adequacy"):  # they act after generation: same answers
+        assert [r["raw_answer"] for r in map(json.loads, (out / name / "results.jsonl").read_text().splitlines())] \
+            == [r["raw_answer"] for r in map(json.loads, (out / "full" / "results.jsonl").read_text().splitlines())]
     assert "skipped" in result["variants"]["no-follow-up-rewrite"]  # no history in this gold file
     for name, row in result["variants"].items():
         if "skipped" in row:
