@@ -142,3 +142,23 @@ def test_dense_unit_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     assert Settings.load(config=None).dense_unit == "chunk"
     assert Settings().dense_unit == "sentence"
 
+
+
+def test_a_failure_while_embedding_sentences_keeps_the_previous_index(settings: Settings, seeds_copy: Path,
+                                                                      fake_embedder) -> None:
+    build_index([seeds_copy], settings, fake_embedder)
+    before = IndexStore.load(settings.index_dir, settings)
+
+    class FailsOnSentences(type(fake_embedder)):  # the new article's chunks embed, its sentences do not
+        def _embed_batch(self, texts):
+            if self.calls:
+                raise RuntimeError("disk full")
+            return super()._embed_batch(texts)
+
+    (seeds_copy / "new.txt").write_text("A brand new article. It has two sentences that need embedding.\n")
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_index([seeds_copy], settings, FailsOnSentences())
+    after = IndexStore.load(settings.index_dir, settings)
+    assert after.version == before.version and len(after.sentences) == len(before.sentences)
+    report = build_index([seeds_copy], settings, fake_embedder)
+    assert report.added == ["new.txt"] and report.embedded_sentences >= 2
