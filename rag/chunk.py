@@ -102,6 +102,17 @@ def search_text(chunk: Chunk, article: Article, context: bool = Settings.role_co
     return in_context(article.text, chunk.role, chunk.start, chunk.end, context_chars)
 
 
+def sentence_texts(chunk: Chunk, article: Article, context: bool = Settings.role_context) -> list[str]:
+    """What the dense ranking matches each sentence of a chunk on (``Settings.dense_unit = "sentence"``):
+    the sentence, and for a role other than body with ``context`` its role phrase and neighbouring lines
+    (:func:`in_context`), as :func:`search_text` does for the whole chunk. A chunk without sentence spans
+    is one sentence."""
+    spans = chunk.sentences or ((chunk.start, chunk.end),)
+    if not context:
+        return [article.text[s:e] for s, e in spans]
+    return [in_context(article.text, chunk.role, s, e) for s, e in spans]
+
+
 def in_context(text: str, role: Role, start: int, end: int, context_chars: int = 200) -> str:
     """``text[start:end]``; for a role other than body, after its role's phrase and followed by the first
     ``context_chars`` of the non-blank line just before and just after it."""

@@ -59,6 +59,13 @@ class Settings:
     # phrase and the lines around them (chunk.search_text); off: their own text only. On gold at
     # role_weight 0.95, fused recall@5 0.80 / 0.974 with it, 0.65 / 0.948 without; holdout 0.909 / 0.955.
     role_context: bool = True
+    # What the dense ranking compares the question with: "sentence" ranks each chunk by its best sentence's
+    # cosine (each sentence embedded alone, or with its role phrase and neighbouring lines like
+    # chunk.search_text), "chunk" by the chunk's one vector. A chunk vector averages several topics, so a
+    # paraphrase of one sentence or a short caption matched it badly. On eval/gold.jsonl (153 answerable)
+    # fused recall@5 0.928 with chunk vectors, 0.944 with sentences (furniture 0.824 -> 0.882, paraphrase
+    # 0.833 -> 0.889); holdout 0.909 both. Recorded in the manifest: a change means a rebuild.
+    dense_unit: str = "sentence"  # sentence | chunk
     # prompt
     # A caption, credit or teaser in the prompt comes with the first role_prompt_context characters of the
     # lines around it ("Photo: Handout" alone does not say which item it illustrates); 0: its own text only.

@@ -3,14 +3,15 @@
 Layout of ``index_dir``::
 
     CURRENT            name of the live version folder (replaced atomically with os.replace)
-    v-<time>-<id>/     manifest.json, articles.jsonl, chunks.jsonl, vectors.npy, faiss.index
+    v-<time>-<id>/     manifest.json, articles.jsonl, chunks.jsonl, vectors.npy, faiss.index, bm25/,
+                       and with dense_unit "sentence": sentences.npy, sentence_owner.npy, sentences.faiss
     uploads/           articles added from the UI (indexed with the corpus by default)
     .lock              serialises writers
 
 A writer builds a complete new version folder, fsyncs it, then points CURRENT at it; a crash at any
 moment leaves the previous version loadable, and the next writer removes the half-written folder.
-Unchanged articles (same name and sha256) keep their chunks and vectors: only new or changed ones are
-embedded.
+Unchanged articles (same name and sha256) keep their chunks and vectors (sentence vectors too): only new or
+changed ones are embedded.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,17 +32,21 @@ from typing import Any
 
 import numpy as np
 
-from .chunk import chunk_article, search_text
+from .chunk import chunk_article, search_text, sentence_texts
 from .errors import IndexCorruptError, IndexMismatchError, IndexMissingError, InputError, RagError
 from .files import write_atomic
 from .ingest import CLEANER_VERSION, coverage, iter_paths, load_article
 from .readers import formats
 from .records import Article, Chunk, Coverage
 from .settings import Settings
+from .stores import rank_by_best_sentence
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 3  # 2: blocks and chunks carry a role; dropped lines are recorded. 3: pages (PDF)
+FORMAT_VERSION = 4  # 2: blocks and chunks carry a role; dropped lines are recorded. 3: pages (PDF).
+# 4: sentence vectors (dense_unit "sentence": sentences.npy, sentence_owner.npy, sentences.faiss)
+DENSE_UNITS = ("sentence", "chunk")
+SENTENCE_FILES = ("sentences.npy", "sentence_owner.npy", "sentences.faiss")
 # The automatic index choice, from `rag bench` (2 cores, 2 threads, 384-dim clustered vectors whose
 # neighbourhoods look like MiniLM's on news chunks, single queries, k=10):
 # - flat (exact): p50 1.6 ms at 10k, 17 ms at 100k, 154 ms at 1M. Exact and free to build, so it is
@@ -68,6 +73,7 @@ class IndexReport:
     removed: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     embedded_chunks: int = 0
+    embedded_sentences: int = 0  # distinct sentence texts embedded (dense_unit "sentence")
     total_chunks: int = 0
     total_articles: int = 0
     rebuilt_reason: str | None = None
@@ -85,24 +91,60 @@ class IndexReport:
         else:
             head = (f"indexed {self.total_articles} articles, {self.total_chunks} chunks: "
                     f"{len(self.added)} added, {len(self.updated)} changed, {len(self.removed)} removed, "
-                    f"{len(self.unchanged)} unchanged; embedded {self.embedded_chunks} chunks "
-                    f"in {self.seconds:.1f}s")
+                    f"{len(self.unchanged)} unchanged; embedded {self.embedded_chunks} chunks"
+                    + (f" and {self.embedded_sentences} sentences" if self.embedded_sentences else "")
+                    + f" in {self.seconds:.1f}s")
         if self.rebuilt_reason:
             head += f" (full rebuild: {self.rebuilt_reason})"
         return head
+
+
+@dataclass(frozen=True)
+class SentenceVectors:
+    """The vectors of every chunk's sentences (``chunk.sentence_texts``), in chunk order."""
+
+    vectors: np.ndarray  # (sentences, dim) float32, normalised
+    owner: np.ndarray  # int64, non-decreasing: the position of each sentence's chunk in the chunk list
+
+    def __len__(self) -> int:
+        return len(self.owner)
+
+    def of(self, position: int) -> np.ndarray:
+        """The sentence vectors of the chunk at ``position``."""
+        lo, hi = np.searchsorted(self.owner, [position, position + 1])
+        return np.asarray(self.vectors[lo:hi])
+
+
+def embed_sentences(embedder: Any, chunks: Sequence[Chunk], articles: Mapping[str, Article], context: bool
+                    ) -> tuple[SentenceVectors, int]:
+    """The sentence vectors of ``chunks`` and how many texts were embedded: a sentence two chunks share
+    (their overlap) is embedded once."""
+    unique: dict[str, int] = {}
+    rows: list[int] = []
+    owner: list[int] = []
+    for j, c in enumerate(chunks):
+        for t in sentence_texts(c, articles[c.article], context):
+            rows.append(unique.setdefault(t, len(unique)))
+            owner.append(j)
+    vecs = embedder.embed(list(unique)) if unique else np.zeros((0, embedder.dim), np.float32)
+    return SentenceVectors(np.asarray(vecs, np.float32)[np.array(rows, np.int64)],
+                           np.array(owner, np.int64)), len(unique)
 
 
 class IndexStore:
     """A loaded, read-only version of the index."""
 
     def __init__(self, path: Path, manifest: dict[str, Any], articles: dict[str, Article],
-                 chunks: list[Chunk], vectors: np.ndarray, faiss_index: Any) -> None:
+                 chunks: list[Chunk], vectors: np.ndarray, faiss_index: Any,
+                 sentences: SentenceVectors | None = None, sentence_index: Any = None) -> None:
         self.path = path
         self.manifest = manifest
         self.articles = articles
         self.chunks = chunks
         self.vectors = vectors
         self.faiss_index = faiss_index
+        self.sentences = sentences  # with dense_unit "sentence"; None with "chunk"
+        self.sentence_index = sentence_index
         self.texts = {name: a.text for name, a in articles.items()}  # original text by article name
 
     def __repr__(self) -> str:
@@ -118,6 +160,20 @@ class IndexStore:
             return []
         scores, ids = self.faiss_index.search(query.reshape(1, -1).astype(np.float32), min(n, len(self.chunks)))
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    def search_sentences(self, query: np.ndarray, n: int) -> list[tuple[int, float]]:
+        """Top ``n`` chunk positions by their best sentence's inner product with the query vector."""
+        if self.sentences is None:
+            raise IndexMismatchError(f"index at {self.path} has no sentence vectors (built with dense_unit "
+                                     "chunk); run 'rag index --rebuild'")
+        q = query.reshape(1, -1).astype(np.float32)
+        owner = self.sentences.owner
+
+        def search(limit: int) -> list[tuple[int, float]]:
+            scores, ids = self.sentence_index.search(q, limit)
+            return [(int(owner[i]), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+        return rank_by_best_sentence(search, min(n, len(self.chunks)), len(owner), order=lambda p: p)
 
     @classmethod
     def load(cls, index_dir: Path, settings: Settings | None = None) -> IndexStore:
@@ -138,6 +194,13 @@ class IndexStore:
             chunks = [Chunk.from_dict(json.loads(ln)) for ln in _jsonl_lines(version_dir / "chunks.jsonl")]
             vectors = np.load(version_dir / "vectors.npy", allow_pickle=False)
             faiss_index = faiss.read_index(str(version_dir / "faiss.index"))
+            sentences: SentenceVectors | None = None
+            sentence_index: Any = None
+            if manifest["chunking"].get("dense_unit") == "sentence":  # as the settings ask (checked above)
+                # mapped, not read: searching uses sentences.faiss, only the next `rag index` reads these
+                sentences = SentenceVectors(np.load(version_dir / "sentences.npy", mmap_mode="r"),
+                                            np.load(version_dir / "sentence_owner.npy", allow_pickle=False))
+                sentence_index = faiss.read_index(str(version_dir / "sentences.faiss"))
         except Exception as e:  # noqa: BLE001 - any read failure of these files is corruption
             raise IndexCorruptError(f"index files in {version_dir} are unreadable or truncated ({e}); "
                                     f"{fix}") from e
@@ -146,13 +209,22 @@ class IndexStore:
                 or n != manifest.get("chunks"):
             raise IndexCorruptError(f"index files in {version_dir} disagree ({n} chunks, vectors "
                                     f"{vectors.shape}, faiss {faiss_index.ntotal}); {fix}")
+        if sentences is not None:
+            m, owner = len(sentences), sentences.owner
+            if sentences.vectors.shape != (m, vectors.shape[1]) or sentence_index.ntotal != m \
+                    or m != manifest.get("sentences") or owner.ndim != 1 \
+                    or (m and (owner[0] < 0 or owner[-1] >= n or bool((np.diff(owner) < 0).any()))):
+                raise IndexCorruptError(f"sentence files in {version_dir} disagree ({m} sentences, vectors "
+                                        f"{sentences.vectors.shape}, faiss {sentence_index.ntotal}, {n} "
+                                        f"chunks); {fix}")
+            tune_for_search(sentence_index)
         listed = set(manifest.get("articles", {}))
         missing = listed - set(articles) or {c.article for c in chunks} - set(articles)
         if missing or not articles:
             raise IndexCorruptError(f"index files in {version_dir} disagree: articles.jsonl lacks "
                                     f"{len(missing) or 'all'} article(s) the index lists; {fix}")
         tune_for_search(faiss_index)
-        return cls(version_dir, manifest, articles, chunks, vectors, faiss_index)
+        return cls(version_dir, manifest, articles, chunks, vectors, faiss_index, sentences, sentence_index)
 
 
 def current_version(index_dir: Path) -> Path:
@@ -196,10 +268,13 @@ def embedder_record(settings: Settings, name: str, dim: int) -> dict[str, Any]:
     return {"name": name, "dim": dim, "backend": settings.embed_backend, "passage_prefix": settings.passage_prefix}
 
 
-def chunking_of(settings: Settings) -> dict[str, int]:
-    """What shapes the chunks; an index built otherwise must be rebuilt."""
+def chunking_of(settings: Settings) -> dict[str, int | str]:
+    """What shapes the chunks and their vectors; an index built otherwise must be rebuilt."""
+    if settings.dense_unit not in DENSE_UNITS:
+        raise InputError(f"unknown dense_unit {settings.dense_unit!r}; use {' or '.join(DENSE_UNITS)}")
     return {"chunk_size": settings.chunk_size, "chunk_overlap": settings.chunk_overlap,
-            "cleaner_version": CLEANER_VERSION, "role_context": int(settings.role_context)}
+            "cleaner_version": CLEANER_VERSION, "role_context": int(settings.role_context),
+            "dense_unit": settings.dense_unit}
 
 
 @contextmanager
@@ -260,6 +335,7 @@ def build_index(paths: Iterable[Path], settings: Settings, embedder: Any = None,
                 old_by_article.setdefault(c.article, []).append(i)
         chunks: list[Chunk] = []
         rows: list[np.ndarray | int] = []  # per chunk: its old vector, or its position in to_embed
+        carried: list[int] = []  # per chunk: its position in the old index, or -1
         to_embed: list[Chunk] = []
         for name in sorted(articles):
             a = articles[name]
@@ -269,11 +345,13 @@ def build_index(paths: Iterable[Path], settings: Settings, embedder: Any = None,
                 for i in old_by_article.get(name, []):
                     chunks.append(old.chunks[i])
                     rows.append(old.vectors[i])
+                    carried.append(i)
                 continue
             (report.updated if prev is not None else report.added).append(name)
             for c in chunk_article(a, settings.chunk_size, settings.chunk_overlap):
                 chunks.append(c)
                 rows.append(len(to_embed))
+                carried.append(-1)
                 to_embed.append(c)
         if old is not None:
             report.removed = sorted(set(old.articles) - set(articles))
@@ -291,13 +369,22 @@ def build_index(paths: Iterable[Path], settings: Settings, embedder: Any = None,
         report.embedded_chunks = len(to_embed)
         vectors = np.stack([new_vecs[r] if isinstance(r, int) else r for r in rows]).astype(np.float32) \
             if rows else np.zeros((0, dim), np.float32)
+        sentences = None
+        if settings.dense_unit == "sentence":
+            fresh, report.embedded_sentences = embed_sentences(embedder, to_embed, articles, settings.role_context) \
+                if to_embed else (SentenceVectors(np.zeros((0, dim), np.float32), np.zeros(0, np.int64)), 0)
+            kept = old.sentences if old is not None else None  # present: old was checked against the settings
+            parts = [kept.of(i) if kept is not None and i >= 0 else fresh.of(r) if isinstance(r, int)
+                     else np.zeros((0, dim), np.float32) for i, r in zip(carried, rows, strict=True)]
+            sentences = SentenceVectors(np.concatenate(parts).astype(np.float32) if parts
+                                        else np.zeros((0, dim), np.float32),
+                                        np.repeat(np.arange(len(parts), dtype=np.int64), [len(p) for p in parts]))
         report.total_chunks = len(chunks)
         report.total_articles = len(articles)
         if old is not None and not report.changed and report.rebuilt_reason is None:
             report.seconds = time.perf_counter() - t0
             return report  # nothing to write: the live version stays
-        _write_version(index_dir, settings, articles, chunks, vectors,
-                       settings.embedder)
+        _write_version(index_dir, settings, articles, chunks, vectors, settings.embedder, sentences)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -387,7 +474,9 @@ def tune_for_search(faiss_index: Any) -> dict[str, int]:
 
 
 def _write_version(index_dir: Path, settings: Settings, articles: dict[str, Article], chunks: list[Chunk],
-                   vectors: np.ndarray, embedder_name: str) -> Path:
+                   vectors: np.ndarray, embedder_name: str, sentences: SentenceVectors | None = None) -> Path:
+    """Write a complete version folder, then point CURRENT at it. ``sentences``: required with
+    dense_unit "sentence", ignored with "chunk"."""
     import faiss
 
     from .stores.folder import LEXICAL_DIR, write_lexical
@@ -396,7 +485,11 @@ def _write_version(index_dir: Path, settings: Settings, articles: dict[str, Arti
     tmp = index_dir / f".tmp-{name}"
     tmp.mkdir(parents=True)
     faiss_index, kind = make_faiss_index(vectors, settings.index_type)
-    manifest = {
+    if settings.dense_unit != "sentence":
+        sentences = None
+    elif sentences is None:
+        raise ValueError("dense_unit 'sentence' needs the sentence vectors")
+    manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "embedder": embedder_record(settings, embedder_name, int(vectors.shape[1])),
@@ -405,6 +498,7 @@ def _write_version(index_dir: Path, settings: Settings, articles: dict[str, Arti
         "index_type": kind,
         "index_params": tune_for_search(faiss_index),
         "chunks": len(chunks),
+        **({"sentences": len(sentences)} if sentences is not None else {}),
         "articles": {n: {"sha256": a.sha256, "title": a.title, "chunks": sum(c.article == n for c in chunks)}
                      for n, a in sorted(articles.items())},
     }
@@ -416,11 +510,18 @@ def _write_version(index_dir: Path, settings: Settings, articles: dict[str, Arti
             fh.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
     np.save(tmp / "vectors.npy", vectors)
     faiss.write_index(faiss_index, str(tmp / "faiss.index"))
+    checked: tuple[str, ...] = CHECKED_FILES
+    if sentences is not None:
+        np.save(tmp / "sentences.npy", np.asarray(sentences.vectors, np.float32))
+        np.save(tmp / "sentence_owner.npy", sentences.owner.astype(np.int64))
+        sentence_index, manifest["sentence_index_type"] = make_faiss_index(sentences.vectors, settings.index_type)
+        faiss.write_index(sentence_index, str(tmp / "sentences.faiss"))
+        checked += SENTENCE_FILES
     write_lexical(tmp / LEXICAL_DIR, chunks, articles, settings.role_context)
     lexical = sorted(f"{LEXICAL_DIR}/{p.name}" for p in (tmp / LEXICAL_DIR).iterdir())
     # sha256 of each data file, checked on load: same-size damage (a flipped byte in vectors.npy or
     # faiss.index) passes every shape check. Hashing costs about 1 s per GB on load.
-    manifest["files"] = {f: _sha256(tmp / f) for f in (*CHECKED_FILES, *lexical)}
+    manifest["files"] = {f: _sha256(tmp / f) for f in (*checked, *lexical)}
     # The manifest goes last: a version folder without one was never finished.
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
     for f in (*tmp.iterdir(), *(tmp / LEXICAL_DIR).iterdir()):

@@ -16,6 +16,7 @@ import pytest
 from rag.answer import Assistant
 from rag.chunk import search_text
 from rag.errors import IndexMismatchError, IndexMissingError
+from rag.retrieve import Retriever
 from rag.settings import Settings
 from rag.store import build_index
 from rag.stores import open_store
@@ -236,6 +237,40 @@ def test_same_passages_and_citations_as_the_folder_store(real_embedder, tmp_path
         assert f_answer["citations"] and f_answer["citations"] == m_answer["citations"]
         for key in ("answer", "answerable", "passages", "sentences"):
             assert f_answer[key] == m_answer[key]
+    finally:
+        disconnect(str(tmp_path / "news.db"))
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("unit", ["sentence", "chunk"])
+def test_both_stores_rank_the_same_chunks_first(real_embedder, tmp_path: Path, seeds_copy: Path, unit: str) -> None:
+    """Dense ranking by each chunk's best sentence (or its one vector) is the same in both stores, also after
+    an incremental update that carries the unchanged articles' sentence vectors over."""
+    from rag.stores.milvus import SENT, MilvusStore, disconnect
+
+    folder = Settings(index_dir=tmp_path / "index", dense_unit=unit)
+    milvus = folder.replace(store=f"milvus:{tmp_path / 'news.db'}")
+    questions = (*QUERIES, "Who took the photo of the robot dog?", "What did analysts say about the yield of SMIC?")
+    try:
+        for step in ("built", "updated"):
+            if step == "updated":
+                (seeds_copy / "lanterns.txt").write_text(NEW_ARTICLE, encoding="utf-8")
+                (seeds_copy / "001_fec9117f088a86d3.txt").unlink()
+            reports = [build_index([seeds_copy], s, real_embedder) for s in (folder, milvus)]
+            assert reports[0].embedded_sentences == reports[1].embedded_sentences
+            f_store, m_store = open_store(folder), open_store(milvus)
+            assert isinstance(m_store, MilvusStore)
+            assert m_store.manifest.get("sentences") == f_store.manifest.get("sentences")
+            has_sent = m_store.client.has_collection(m_store.collection + SENT)
+            assert has_sent == (unit == "sentence")
+            for q in questions:
+                vec = real_embedder.embed_cached([q], "query")[0]
+                f_dense, m_dense = f_store.dense(vec, 30), m_store.dense(vec, 30)
+                assert [i for i, _ in f_dense][:10] == [i for i, _ in m_dense][:10], (step, q)
+                assert [s for _, s in f_dense] == pytest.approx([s for _, s in m_dense], abs=1e-4)
+                f_hits = Retriever(f_store, real_embedder, folder).search(q)
+                m_hits = Retriever(m_store, real_embedder, milvus).search(q)
+                assert [p.chunk.chunk_id for p in f_hits] == [p.chunk.chunk_id for p in m_hits], (step, q)
     finally:
         disconnect(str(tmp_path / "news.db"))
 

@@ -112,7 +112,7 @@ def test_changed_settings_trigger_full_rebuild(settings: Settings, seeds_copy: P
     manifest = json.loads((IndexStore.load(settings.index_dir, settings.replace(chunk_size=300)).path /
                            "manifest.json").read_text())
     assert manifest["chunking"] == {"chunk_size": 300, "chunk_overlap": 100, "cleaner_version": CLEANER_VERSION,
-                                    "role_context": 1}
+                                    "role_context": 1, "dense_unit": "sentence"}
     again = build_index([seeds_copy], settings.replace(chunk_size=300, role_context=False), fake_embedder)
     assert again.rebuilt_reason and "role_context" in again.rebuilt_reason  # furniture re-embedded without context
     assert manifest["index_type"] == "flat" and manifest["format_version"] == FORMAT_VERSION

@@ -2,7 +2,9 @@
 
 For each size and store, two fresh processes: one builds the index from synthetic chunks (Zipf-distributed
 pseudo-words, ten chunks an article, the bench's clustered 384-d vectors; embedding is left out, it costs
-the same for both stores), one opens it and times single queries: dense (``Store.dense``), lexical
+the same for both stores; each chunk is one sentence, so with ``dense_unit = "sentence"`` the sentence
+vectors are the chunk vectors, stored and searched a second time), one opens it and times single queries:
+dense (``Store.dense``), lexical
 (``Store.lexical``) and hybrid (``Retriever.search``: both, fused, chunks fetched), with the query vector
 given (no embedding). The query process's resident memory is read after the queries.
 
@@ -163,23 +165,26 @@ def _build(settings: Any, n: int, queries: int) -> dict[str, Any]:
     settings.index_dir.mkdir(parents=True, exist_ok=True)
     qfile.write_text(json.dumps(_queries(chunks, vectors, queries)), encoding="utf-8")
     t = time.perf_counter()
+    by_sentence = settings.dense_unit == "sentence"  # each synthetic chunk is one sentence: its vector
     if store_kind(settings)[0] == "milvus":
         from ..stores.milvus import CollectionWriter, connect, target
 
         uri, name = target(settings)
-        writer = CollectionWriter(connect(uri), name, vectors.shape[1])
+        writer = CollectionWriter(connect(uri), name, vectors.shape[1], sentences=by_sentence)
         from ..chunk import lexical_text
 
         for a in articles.values():
             writer.add_article(a)
         for c, v in zip(chunks, vectors, strict=True):
-            writer.add_chunk(c, v, lexical_text(c, articles[c.article], settings.role_context))
+            writer.add_chunk(c, v, lexical_text(c, articles[c.article], settings.role_context),
+                             v[None] if by_sentence else None)
         writer.commit(settings, settings.embedder)
     else:
-        from ..store import _write_version, write_lock
+        from ..store import SentenceVectors, _write_version, write_lock
 
+        sentences = SentenceVectors(vectors, np.arange(len(chunks), dtype=np.int64)) if by_sentence else None
         with write_lock(settings.index_dir):
-            _write_version(settings.index_dir, settings, articles, chunks, vectors, settings.embedder)
+            _write_version(settings.index_dir, settings, articles, chunks, vectors, settings.embedder, sentences)
     return {"build_s": round(time.perf_counter() - t, 1),
             "build_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 

@@ -15,8 +15,8 @@ Nothing here imports ``pymilvus``: the default path never loads it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from ..errors import InputError
 
@@ -50,7 +50,8 @@ class Store(Protocol):
         """How many chunks."""
 
     def dense(self, vector: np.ndarray, n: int) -> list[tuple[str, float]]:
-        """Top ``n`` chunk ids by inner product with a normalised query vector, best first."""
+        """Top ``n`` chunk ids by inner product with a normalised query vector, best first: with the
+        chunk's vector, or its best sentence's (``Settings.dense_unit``, as the index was built)."""
 
     def lexical(self, terms: list[str], n: int) -> list[tuple[str, float]]:
         """Top ``n`` chunk ids by BM25 over ``rag.vocab.terms`` of title, source and chunk text."""
@@ -63,6 +64,31 @@ class Store(Protocol):
 
     def article_hashes(self) -> dict[str, str]:
         """Article name -> sha256 of its file: what incremental indexing compares against."""
+
+
+K = TypeVar("K", bound=Hashable)
+# Sentences searched per chunk asked for: a chunk has about five, and the hits of one question cluster in
+# a few chunks. If fewer than n distinct chunks come back, four times as many are searched, and so on.
+SENTENCES_PER_CHUNK = 8
+
+
+def rank_by_best_sentence(search: Callable[[int], Iterable[tuple[K, float]]], n: int, total: int,
+                          order: Callable[[K], Any], most: int | None = None) -> list[tuple[K, float]]:
+    """The top ``n`` chunks by their best sentence's score, ties in chunk order (``order``), from
+    ``search(limit)``: the ``limit`` best sentences of ``total`` as (chunk, score). ``most`` caps
+    ``limit`` where the engine does (Milvus: 16,384). Both stores rank this way, so they agree."""
+    cap = min(total, most or total)
+    limit = min(cap, SENTENCES_PER_CHUNK * n)
+    best: dict[K, float] = {}
+    while limit > 0:
+        best = {}
+        for chunk, score in search(limit):
+            if chunk not in best or score > best[chunk]:
+                best[chunk] = score
+        if len(best) >= n or limit >= cap:
+            break
+        limit = min(cap, limit * 4)
+    return sorted(best.items(), key=lambda kv: (-kv[1], order(kv[0])))[:n]
 
 
 def store_kind(settings: Settings) -> tuple[str, str]:

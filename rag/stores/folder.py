@@ -1,9 +1,11 @@
 """The default store: the index folder (``rag.store.IndexStore``) with its BM25 index (bm25s).
 
 It wraps ``IndexStore`` rather than replacing it: the files, their checks and the writer stay in
-``rag.store``. The BM25 index is written beside the vectors at indexing time (``bm25/``) and
-memory-mapped on first use, so a start does not rebuild it; an index written before that is indexed
-in memory on first use instead.
+``rag.store``. Dense search uses the chunk vectors, or with ``dense_unit = "sentence"`` ranks chunks by
+their best sentence (``IndexStore.search_sentences``). The BM25 index is written beside the vectors at
+indexing time (``bm25/``) and memory-mapped on first use, so a start does not rebuild it; an index
+written before that is indexed in memory on first use instead. Equal BM25 scores are ranked in chunk
+order, as the Milvus store ranks them.
 """
 
 from __future__ import annotations
@@ -91,7 +93,9 @@ class FolderStore:
 
     def dense(self, vector: np.ndarray, n: int) -> list[tuple[str, float]]:
         chunks = self.index.chunks
-        return [(chunks[i].chunk_id, s) for i, s in self.index.search(vector, n)]
+        hits = self.index.search(vector, n) if self.index.sentences is None else \
+            self.index.search_sentences(vector, n)
+        return [(chunks[i].chunk_id, s) for i, s in hits]
 
     def _bm25_index(self) -> Any:
         if self._bm25 is None:
@@ -111,7 +115,8 @@ class FolderStore:
         n = min(n, len(self.index.chunks))
         ids, scores = bm25.retrieve([terms], k=n, show_progress=False, n_threads=1)
         chunks = self.index.chunks
-        return [(chunks[int(i)].chunk_id, float(s)) for i, s in zip(ids[0], scores[0], strict=True) if s > 0]
+        hits = sorted((-float(s), int(i)) for i, s in zip(ids[0], scores[0], strict=True) if s > 0)  # ties in
+        return [(chunks[i].chunk_id, -s) for s, i in hits]  # chunk order, as the Milvus store ranks them
 
     def idf(self, term: str) -> float:
         """BM25 idf of ``term``, from its document frequency: the entries of its column in bm25s's sparse

@@ -1,19 +1,25 @@
 """The index in Milvus (``--store milvus:URI``): one collection per index version, an alias naming the live one.
 
-Each index version is a pair of collections; the alias ``<name>`` names the first, and the second's name
-is the first's plus ``_meta``, so moving the one alias moves both:
+Each index version is two or three collections; the alias ``<name>`` names the first, and the others'
+names are the first's plus ``_meta`` and ``_sent``, so moving the one alias moves them all:
 
 ``<name>__v<time>`` (the chunks: every row is a search candidate)
-    ``id`` = chunk_id; ``article``; ``record`` = the chunk's JSON (``Chunk.to_dict``, so new fields such
-    as role labels pass through); ``text`` = the BM25 terms of title, source and chunk text; ``dense`` =
-    its embedding; ``sparse`` = Milvus's built-in BM25 function of ``text`` (full-text search inside the
-    engine).
+    ``id`` = chunk_id; ``article``; ``start`` (with ``article``, the chunk order: equal scores are ranked
+    in it, as the folder store ranks them in its chunk list); ``record`` = the chunk's JSON
+    (``Chunk.to_dict``, so new fields such as role labels pass through); ``text`` = the BM25 terms of
+    title, source and chunk text; ``dense`` = its embedding; ``sparse`` = Milvus's built-in BM25 function
+    of ``text`` (full-text search inside the engine).
 ``<name>__v<time>_meta`` (the articles and the manifest)
     kind ``article`` / ``article_part``: ``id`` = ``a:<name>:00000``, ``...:00001``; ``record`` =
     consecutive pieces of the article's JSON (original text, kept blocks, metadata), each under
     VARCHAR's 65,535-byte limit; the first piece's row carries ``article`` and ``sha256``, so listing the
     articles reads only those. kind ``manifest``: the manifest (format version, embedder, chunking,
     index type, counts), checked against the settings like the folder store's.
+``<name>__v<time>_sent`` (with ``dense_unit = "sentence"``: one row per sentence of every chunk)
+    ``chunk_id``, ``article``, ``start`` (the chunk's, for ties in chunk order as the folder store breaks
+    them) and ``dense`` = the sentence's embedding (``chunk.sentence_texts``). Dense search takes the best
+    sentences and ranks their chunks by the best one (``rag.stores.rank_by_best_sentence``, shared with
+    the folder store).
 
 Articles live apart from chunks because BM25 statistics are per collection: Milvus Lite counts a row
 with empty text as a document, which lowered avgdl, raised every idf and reordered BM25 results against
@@ -70,11 +76,12 @@ from ..store import (
     auto_index_kind,
     check_manifest,
     chunking_of,
+    embed_sentences,
     embedder_record,
     read_articles,
     write_lock,
 )
-from . import store_kind
+from . import rank_by_best_sentence, store_kind
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +91,12 @@ PIECE_CHARS = 16_000  # article JSON per row: at most 4 UTF-8 bytes a character,
 MAX_RECORD_BYTES = 65_535
 BATCH = 1_000  # rows per insert and per query page
 _PLAIN = re.compile(r"[a-z0-9]+")
-_CHUNK_FIELDS = ["id", "article", "text", "record", "dense"]
+_CHUNK_FIELDS = ["id", "article", "start", "text", "record", "dense"]
 _META_FIELDS = ["id", "kind", "article", "sha256", "record"]
+_SENT_FIELDS = ["chunk_id", "article", "start", "dense"]
 META = "_meta"
+SENT = "_sent"
+MAX_TOPK = 16_384  # the most hits one Milvus search returns
 _clients: dict[str, Any] = {}
 
 
@@ -169,12 +179,13 @@ def _live(client: Any, name: str) -> str | None:
 
 
 def _versions(client: Any, name: str) -> list[str]:
-    """Chunk collections of ``name``'s versions (each with its ``_meta`` companion)."""
-    return sorted(c for c in client.list_collections() if c.startswith(f"{name}__v") and not c.endswith(META))
+    """Chunk collections of ``name``'s versions (each with its ``_meta`` and maybe ``_sent`` companion)."""
+    return sorted(c for c in client.list_collections()
+                  if c.startswith(f"{name}__v") and not c.endswith((META, SENT)))
 
 
 def _drop_version(client: Any, collection: str) -> None:
-    for c in (collection, collection + META):
+    for c in (collection, collection + META, collection + SENT):
         if client.has_collection(c):
             client.drop_collection(c)
 
@@ -250,9 +261,10 @@ class MilvusStore:
         self._texts = _Texts(self._articles)
         self._chunks: list[Chunk] | None = None
         self._df: dict[str, int] = {}
-        kind = manifest.get("index_type", "flat")
-        self._search_params: dict[str, Any] = (
-            {"nprobe": IVF_NPROBE} if kind == "ivf" else {"ef": HNSW_EF_SEARCH} if kind == "hnsw" else {})
+        self._search_params = _search_params(manifest.get("index_type", "flat"))
+        self._sentence_params = _search_params(manifest.get("sentence_index_type", "flat"))
+        self.sentences = int(manifest.get("sentences", 0))
+        self.by_sentence = manifest.get("chunking", {}).get("dense_unit") == "sentence"
 
     def __repr__(self) -> str:
         return f"MilvusStore({self.collection!r}, articles={len(self._hashes)}, chunks={len(self)})"
@@ -277,6 +289,8 @@ class MilvusStore:
             check_manifest(manifest, settings, settings.index_dir)
         except RagError as e:
             raise type(e)(str(e).replace("rag index", f"rag index --store {settings.store}")) from None
+        if manifest.get("chunking", {}).get("dense_unit") == "sentence":
+            client.load_collection(collection + SENT)
         hashes = {r["article"]: r["sha256"] for r in
                   _iter_rows(client, collection + META, 'kind == "article"', ["id", "article", "sha256"])}
         return cls(client, collection, manifest, hashes)
@@ -305,19 +319,42 @@ class MilvusStore:
     def dense(self, vector: np.ndarray, n: int) -> list[tuple[str, float]]:
         if not len(self):
             return []
+        if self.by_sentence:
+            return self._dense_by_sentence(vector, n)
         res = self.client.search(self.collection, data=[np.asarray(vector, np.float32).tolist()],
                                  anns_field="dense", limit=min(n, len(self)), output_fields=["id"],
                                  search_params={"metric_type": "IP", "params": self._search_params})
         return [(str(h["id"]), float(h["distance"])) for h in res[0]]
+
+    def _dense_by_sentence(self, vector: np.ndarray, n: int) -> list[tuple[str, float]]:
+        """Chunks ranked by their best sentence, ties in chunk order (article, start) like the folder store."""
+        where: dict[str, tuple[str, int]] = {}
+        query = [np.asarray(vector, np.float32).tolist()]
+
+        def search(limit: int) -> list[tuple[str, float]]:
+            res = self.client.search(self.collection + SENT, data=query, anns_field="dense", limit=limit,
+                                     output_fields=["chunk_id", "article", "start"],
+                                     search_params={"metric_type": "IP", "params": self._sentence_params})
+            out = []
+            for h in res[0]:
+                row = _entity(h)
+                where[row["chunk_id"]] = (row["article"], int(row["start"]))
+                out.append((str(row["chunk_id"]), float(h["distance"])))
+            return out
+
+        return rank_by_best_sentence(search, min(n, len(self)), self.sentences, order=lambda c: where[c],
+                                     most=MAX_TOPK)
 
     def lexical(self, terms: list[str], n: int) -> list[tuple[str, float]]:
         text = bm25_text(terms)
         if not text or not len(self):
             return []
         res = self.client.search(self.collection, data=[text], anns_field="sparse", limit=min(n, len(self)),
-                                 output_fields=["id"], search_params={"metric_type": "BM25"})
+                                 output_fields=["id", "article", "start"], search_params={"metric_type": "BM25"})
         # Milvus Lite reports BM25 as a negated distance, a server as a score: the order is what counts.
-        return [(str(h["id"]), abs(float(h["distance"]))) for h in res[0] if h["distance"]]
+        hits = [(_entity(h), abs(float(h["distance"]))) for h in res[0] if h["distance"]]
+        hits.sort(key=lambda hs: (-hs[1], hs[0]["article"], hs[0]["start"]))  # ties in chunk order
+        return [(str(e["id"]), s) for e, s in hits]
 
     def fetch(self, ids: Sequence[str]) -> list[Chunk]:
         if not ids:
@@ -351,7 +388,28 @@ class MilvusStore:
         return Article.from_dict(json.loads("".join(r["record"] for r in sorted(rows, key=lambda r: r["id"]))))
 
 
+def _entity(hit: Any) -> Any:
+    """A search hit's output fields (pymilvus nests them under "entity")."""
+    return hit.get("entity", hit)
+
+
+def _search_params(kind: str) -> dict[str, Any]:
+    return {"nprobe": IVF_NPROBE} if kind == "ivf" else {"ef": HNSW_EF_SEARCH} if kind == "hnsw" else {}
+
+
 # -- writing ---------------------------------------------------------------------------------------------
+def _sentence_schema(client: Any, dim: int) -> Any:
+    from pymilvus import DataType
+
+    sent = client.create_schema(auto_id=True, enable_dynamic_field=False)
+    sent.add_field("sid", DataType.INT64, is_primary=True)
+    sent.add_field("chunk_id", DataType.VARCHAR, max_length=2048)
+    sent.add_field("article", DataType.VARCHAR, max_length=1024)
+    sent.add_field("start", DataType.INT64)
+    sent.add_field("dense", DataType.FLOAT_VECTOR, dim=dim)
+    return sent
+
+
 def _schemas(client: Any, dim: int) -> tuple[Any, Any]:
     """(chunks, meta) schemas; the meta collection's 2-d vector only satisfies Milvus (one is required)."""
     from pymilvus import DataType, Function, FunctionType
@@ -359,6 +417,7 @@ def _schemas(client: Any, dim: int) -> tuple[Any, Any]:
     chunks = client.create_schema(auto_id=False, enable_dynamic_field=False)
     chunks.add_field("id", DataType.VARCHAR, is_primary=True, max_length=2048)
     chunks.add_field("article", DataType.VARCHAR, max_length=1024)
+    chunks.add_field("start", DataType.INT64)  # with article: chunk order, for ties (as the folder store's)
     chunks.add_field("text", DataType.VARCHAR, max_length=MAX_RECORD_BYTES, enable_analyzer=True,
                      enable_match=True, analyzer_params={"tokenizer": "standard"})
     chunks.add_field("record", DataType.VARCHAR, max_length=MAX_RECORD_BYTES)
@@ -390,17 +449,23 @@ def dense_index(n: int, index_type: str = "auto") -> tuple[str, str, dict[str, A
 
 
 class CollectionWriter:
-    """Fills a new version collection; ``commit`` indexes it and moves the alias to it."""
+    """Fills a new version collection; ``commit`` indexes it and moves the alias to it. ``sentences``:
+    keep each chunk's sentence vectors too (``dense_unit = "sentence"``)."""
 
-    def __init__(self, client: Any, name: str, dim: int) -> None:
+    def __init__(self, client: Any, name: str, dim: int, *, sentences: bool) -> None:
         self.client, self.name, self.dim = client, name, dim
         self.collection = f"{name}__v{time.strftime('%Y%m%dT%H%M%S')}_{uuid.uuid4().hex[:6]}"
+        self.sentences = sentences
         chunks, meta = _schemas(client, dim)
-        client.create_collection(self.collection + META, schema=meta)  # meta first: see _drop_unfinished
+        client.create_collection(self.collection + META, schema=meta)  # companions first: see _drop_unfinished
+        if sentences:
+            client.create_collection(self.collection + SENT, schema=_sentence_schema(client, dim))
         client.create_collection(self.collection, schema=chunks)
         self.n_chunks = 0
         self.n_articles = 0
-        self._rows: dict[str, list[dict[str, Any]]] = {self.collection: [], self.collection + META: []}
+        self.n_sentences = 0
+        self._rows: dict[str, list[dict[str, Any]]] = {self.collection: [], self.collection + META: [],
+                                                       self.collection + SENT: []}
 
     def _put(self, collection: str, row: dict[str, Any]) -> None:
         rows = self._rows[collection]
@@ -426,6 +491,12 @@ class CollectionWriter:
             if row["article"] in names:
                 self.n_articles += row["kind"] == "article"
                 self._put(self.collection + META, {f: row[f] for f in _META_FIELDS} | {"dense": [0.0, 0.0]})
+        if self.sentences:
+            for row in _iter_rows(self.client, source + SENT, 'chunk_id != ""', _SENT_FIELDS):
+                if row["article"] in names:
+                    self.n_sentences += 1
+                    self._put(self.collection + SENT, {f: row[f] for f in _SENT_FIELDS}
+                              | {"dense": [float(x) for x in row["dense"]]})
 
     def add_article(self, article: Article) -> None:
         full = json.dumps(article.to_dict(), ensure_ascii=False)
@@ -437,23 +508,37 @@ class CollectionWriter:
                 "dense": [0.0, 0.0]})
         self.n_articles += 1
 
-    def add_chunk(self, chunk: Chunk, vector: np.ndarray, lexical: str) -> None:
-        """``lexical``: what BM25 indexes (``chunk.lexical_text``)."""
+    def add_chunk(self, chunk: Chunk, vector: np.ndarray, lexical: str, sentences: np.ndarray | None = None
+                  ) -> None:
+        """``lexical``: what BM25 indexes (``chunk.lexical_text``); ``sentences``: the vectors of its
+        sentences (``chunk.sentence_texts``), needed when the writer keeps them."""
         from ..vocab import terms
+
+        if self.sentences:
+            if sentences is None or not len(sentences):
+                raise ValueError(f"chunk {chunk.chunk_id}: dense_unit 'sentence' needs its sentence vectors")
+            for v in sentences:
+                self.n_sentences += 1
+                self._put(self.collection + SENT, {"chunk_id": chunk.chunk_id, "article": chunk.article,
+                                                   "start": chunk.start, "dense": np.asarray(v, np.float32).tolist()})
 
         record = json.dumps(chunk.to_dict(), ensure_ascii=False)
         if len(record.encode()) > MAX_RECORD_BYTES:
             raise InputError(f"chunk {chunk.chunk_id} is too large for a Milvus row ({len(record)} characters); "
                              "lower chunk_size")
         self.n_chunks += 1
-        self._put(self.collection, {"id": chunk.chunk_id, "article": chunk.article,
+        self._put(self.collection, {"id": chunk.chunk_id, "article": chunk.article, "start": chunk.start,
                                     "text": bm25_text(terms(lexical)), "record": record,
                                     "dense": np.asarray(vector, np.float32).tolist()})
 
     def commit(self, settings: Settings, embedder_name: str) -> str:
         """Manifest row last, then indexes, load, and the atomic alias swap; return the collection."""
+        if self.sentences != (settings.dense_unit == "sentence"):
+            raise ValueError(f"the writer {'keeps' if self.sentences else 'lacks'} sentence vectors, settings ask "
+                             f"for dense_unit {settings.dense_unit!r}")
         kind, index_type, params = dense_index(self.n_chunks, settings.index_type)
-        manifest = {
+        s_kind, s_index_type, s_params = dense_index(self.n_sentences, settings.index_type)
+        manifest: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "store": "milvus",
@@ -468,6 +553,8 @@ class CollectionWriter:
             "chunks": self.n_chunks,
             "article_count": self.n_articles,
         }
+        if self.sentences:
+            manifest |= {"sentences": self.n_sentences, "sentence_index_type": s_kind}
         self._put(self.collection + META, {"id": "manifest", "kind": "manifest", "article": "", "sha256": "",
                                            "record": json.dumps(manifest, ensure_ascii=False), "dense": [0.0, 0.0]})
         self._flush_rows()
@@ -476,6 +563,12 @@ class CollectionWriter:
         self.client.flush(self.collection + META)
         self.client.create_index(self.collection + META, meta_ip)
         self.client.load_collection(self.collection + META)
+        if self.sentences:
+            sent_ip = self.client.prepare_index_params()
+            sent_ip.add_index("dense", index_type=s_index_type, metric_type="IP", params=s_params)
+            self.client.flush(self.collection + SENT)
+            self.client.create_index(self.collection + SENT, sent_ip)
+            self.client.load_collection(self.collection + SENT)
         ip = self.client.prepare_index_params()
         ip.add_index("dense", index_type=index_type, metric_type="IP", params=params)
         ip.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25",
@@ -496,7 +589,7 @@ class CollectionWriter:
 
 def _drop_unfinished(client: Any, name: str) -> None:
     """Drop versions whose chunk collection never got its indexes (what a killed writer left), and
-    ``_meta`` collections without their chunk collection (killed between the two creations)."""
+    ``_meta`` and ``_sent`` collections without their chunk collection (killed between the creations)."""
     live = _live(client, name)
     names = set(client.list_collections())
     for c in _versions(client, name):
@@ -504,8 +597,9 @@ def _drop_unfinished(client: Any, name: str) -> None:
             log.warning("dropping unfinished Milvus collection %s (an interrupted 'rag index')", c)
             _drop_version(client, c)
     for c in names:
-        if c.startswith(f"{name}__v") and c.endswith(META) and c[: -len(META)] not in names:
-            client.drop_collection(c)
+        for suffix in (META, SENT):
+            if c.startswith(f"{name}__v") and c.endswith(suffix) and c[: -len(suffix)] not in names:
+                client.drop_collection(c)
 
 
 def build_index(paths: Iterable[Path], settings: Settings, embedder: Any = None, *, rebuild: bool = False,
@@ -560,18 +654,23 @@ def build_index(paths: Iterable[Path], settings: Settings, embedder: Any = None,
 
             embedder = get_embedder(settings)
         vectors = np.zeros((0, 0), np.float32)
+        by_sentence = settings.dense_unit == "sentence"
+        sentences = None
         if chunks:
             say(f"embedding {len(chunks)} chunks from {len(fresh)} articles")
             vectors = embedder.embed([search_text(c, named[c.article], settings.role_context) for c in chunks])
+            if by_sentence:
+                sentences, report.embedded_sentences = embed_sentences(embedder, chunks, named, settings.role_context)
         dim = int(embedder.dim) if embedder is not None else int(old.manifest["embedder"]["dim"])  # type: ignore[union-attr]
         report.embedded_chunks = len(chunks)
-        writer = CollectionWriter(client, name, dim)
+        writer = CollectionWriter(client, name, dim, sentences=by_sentence)
         if old is not None and carry:
             writer.copy(old.collection, carry)
         for a in fresh:
             writer.add_article(a)
-        for c, v in zip(chunks, vectors, strict=True):
-            writer.add_chunk(c, v, lexical_text(c, named[c.article], settings.role_context))
+        for j, (c, v) in enumerate(zip(chunks, vectors, strict=True)):
+            writer.add_chunk(c, v, lexical_text(c, named[c.article], settings.role_context),
+                             sentences.of(j) if sentences is not None else None)
         writer.commit(settings, settings.embedder)
         report.total_chunks = writer.n_chunks
     report.seconds = time.perf_counter() - t0
