@@ -27,7 +27,7 @@ from .question import Question, as_question
 from .readers import page_at
 from .records import Citation, Evidence, Note, SentenceCheck
 from .settings import Settings
-from .vocab import MARKER, NAME, NUMBER, STOPWORDS, UNITS, WORD, content_words, digits, strip_markers, terms
+from .vocab import MARKER, NAME, NUMBER, STOPWORDS, UNITS, WORD, content_words, digits, strip_markers
 
 _DEFAULTS = Settings()  # for callers that pass no settings: the one home of the defaults
 _WITH_UNIT = re.compile(r"(\d+(?:[.,]\d+)*)[\s-]*(" + UNITS + r")(?!\w)", re.IGNORECASE)
@@ -251,37 +251,6 @@ def _echo(d: Draft, i: int) -> bool:
     return d.question is not None and is_echo(d.plain[i], d.question) and d.drop(i, Note.ECHO)
 
 
-def _off_topic(d: Draft, i: int) -> bool:
-    """Removed when neither it nor the passages it cites (with the lines around them and their article's
-    title) name the question's most distinctive name: a verbatim quote about something else is supported
-    but does not answer ("Why did Zhipu AI rule out ...?" answered with a sentence about CMG)."""
-    name = subject(d.question) if d.question is not None else None
-    cited = d.cited(i)
-    if name is None or not cited or name & set(terms(d.plain[i])):
-        return False
-    for m in cited:
-        ev = d.evidence[m]
-        seen = f"{ev.chunk.text} {' '.join(ev.context)} {_about(d, ev)}"
-        if name & set(terms(seen)):
-            return False
-    return d.drop(i, Note.OFF_TOPIC)
-
-
-def _about(d: Draft, ev: Evidence) -> str:
-    return d.about.get(ev.chunk.article, ev.chunk.title)
-
-
-def subject(question: Question) -> set[str] | None:
-    """The stems of the question's rarest name in the index (highest idf), or None without names or index."""
-    if question.idf is None or not question.names:
-        return None
-    stems = [set(terms(n)) for n in question.names]
-    stems = [s for s in stems if s]
-    if not stems:
-        return None
-    return max(stems, key=lambda s: max(question.weight(t) for t in s))
-
-
 def _support(d: Draft, i: int) -> bool:
     """Kept when a cited passage supports it; a wrong or missing marker is repaired to the best passage."""
     scored = d.scored[i] = {m: d.best_in(m, i) for m in d.cited(i)}
@@ -374,7 +343,6 @@ class Check:
 CHECKS = (
     Check("refusal", Note.REFUSAL, None, _refusal),
     Check("echo", Note.ECHO, "adequacy_checks", _echo),
-    Check("topic", Note.OFF_TOPIC, "topic_check", _off_topic),
     Check("supported", Note.KEPT, None, _support),
     Check("trim", Note.TRIMMED, "trim_unsupported", _trim),
     Check("support", Note.UNSUPPORTED, None, _unsupported),
@@ -407,8 +375,7 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
         return Verified(REFUSAL, False, (), refused)
     q = as_question(question) if question else None
     s = settings or _DEFAULTS  # support_threshold, the switches and the embedder's cosine range
-    switches = {"adequacy_checks": s.adequacy_checks and q is not None, "trim_unsupported": bool(s.trim_unsupported),
-                "topic_check": s.topic_check and q is not None}
+    switches = {"adequacy_checks": s.adequacy_checks and q is not None, "trim_unsupported": bool(s.trim_unsupported)}
     sentence_checks, answer_checks = ([c for c in seq if c.switch is None or switches[c.switch]]
                                       for seq in (CHECKS, ANSWER_CHECKS))
     d = Draft([strip_markers(s) for s in sentences], [markers_of(s) for s in sentences], by_marker, evidence[0], q,

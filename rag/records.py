@@ -221,7 +221,6 @@ class Note(StrEnum):
     KEPT = ""  # supported as drafted
     REFUSAL = "refusal"  # the model's own "the articles do not say"
     ECHO = "echo"  # only restates the question
-    OFF_TOPIC = "off-topic"  # neither it nor its cited passages name what the question is about
     UNSUPPORTED = "unsupported"  # no passage supports it
     TRIMMED = "trimmed"  # removed: a detail no passage gives; the cut version follows as TRIM
     TRIM = "trim"  # the sentence without that detail, kept
