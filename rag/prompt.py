@@ -36,9 +36,13 @@ SYSTEM_PROMPT = (
 )
 
 # Four worked examples, sent as earlier chat turns: an answer naming what a "which" question asks for and
-# citing two passages, a refusal when nothing fits, a refusal when the passage names the topic but not what
-# is asked (the model otherwise pins a name from it on the wrong role), and a "why" answer. They sit in the
-# fixed prefix, so llama.cpp caches them with the system prompt and they cost nothing per question.
+# citing two passages, an answer from a passage that says it in other words than the question ("on a par
+# with" for "match"), a refusal when the passage names the topic but not what is asked (the model otherwise
+# pins a name from it on the wrong role), and a "why" answer. They sit in the fixed prefix, so llama.cpp
+# caches them with the system prompt and they cost nothing per question. The second example replaced a
+# refusal ("How much did the plant cost?"): on 90 tuning questions (eval/gold.jsonl: the 70 s5-* ones and
+# the 20 the pipeline got wrong) false refusals fell from 27 to 13 of 74 and right answers rose 38 -> 46 of 90,
+# with 2 of 16 unanswerable ones newly answered.
 EXAMPLES = [
     {"role": "user", "content": "Passages:\n[1] The carmaker sold 3.2 million vehicles in 2023, up 12 per cent.\n"
      "[2] Its new battery is considered by analysts to be as good as the Qilin pack made by CATL.\n[3] Exports "
@@ -47,9 +51,9 @@ EXAMPLES = [
     {"role": "assistant", "content": "Analysts consider it as good as CATL's Qilin pack [2]. The carmaker sold 3.2 "
      "million vehicles in 2023 [1]."},
     {"role": "user", "content": "Passages:\n[1] Exports doubled after the new plant in Hungary opened.\n"
-     "[2] Chief executive Maria Lopez announced the figure on Weibo.\n\nQuestion: How much did the plant in "
-     "Hungary cost?"},
-    {"role": "assistant", "content": REFUSAL},
+     "[2] Its chip is considered by some to be on a par with Intel's Core i7 in speed.\n\nQuestion: Which Intel "
+     "processor is the chip said to match?"},
+    {"role": "assistant", "content": "The chip is considered on a par with Intel's Core i7 [2]."},
     {"role": "user", "content": "Passages:\n[1] The merger, announced by chief executive Maria Lopez, creates "
      "the country's largest insurer.\n[2] Shares of both firms rose 4 per cent.\n\nQuestion: Which bank "
      "advised on the merger?"},

@@ -25,7 +25,7 @@ from .fakes import FakeLLM, HashEmbedder
 GOLD = ROOT / "eval" / "gold.jsonl"
 # Unanswerable picks whose question asks for no particular kind of answer (a price question would be refused
 # by the answer-kind check whatever the echo model copies).
-PICK = ["a000-02", "a001-06", "a002-06", "a003-07", "multi-01", "neg-02", "neg-05"]
+PICK = ["a000-02", "a001-06", "a002-06", "a003-07", "multi-01", "neg-05", "neg-10"]
 
 
 class EchoLLM(FakeLLM):
@@ -110,7 +110,7 @@ def test_run_writes_results_summary_report_and_plots(settings, index, fake_embed
     assert summary["metrics"]["refusal_accuracy"] == 0.0
     report = (out / "report.md").read_text()
     assert "| Answer accuracy |" in report and f"Retrieval recall@{settings.k}" in report and "![metrics.png]" in report
-    assert "## Worst questions" in report and "`neg-02`: answered an unanswerable question" in report
+    assert "## Worst questions" in report and "`neg-10`: answered an unanswerable question" in report
     assert "**Raw model output:**" in report
     assert "## Every question with a problem" in report and "| `neg-05` | unanswerable | answered an unanswerable" in report
     assert any("| Overall accuracy |" in p for p in printed)
@@ -202,7 +202,7 @@ def test_compare_reports_metric_deltas_and_flips(settings, index, fake_embedder,
     right_before = [r["id"] for r in results(old) if r["scores"]["accuracy"] and r["answerable"]]
     section = text.split("## right → wrong")[1].split("## wrong → right")[0]
     assert sorted(re.findall(r"`([\w-]+)`", section)) == sorted(right_before)
-    assert "`neg-02`" in text.split("## wrong → right")[1] and "`neg-05`" in text.split("## wrong → right")[1]
+    assert "`neg-10`" in text.split("## wrong → right")[1] and "`neg-05`" in text.split("## wrong → right")[1]
 
 
 def test_retrieval_only_with_fakes(settings, index, fake_embedder, gold, tmp_path) -> None:
