@@ -177,7 +177,7 @@ def select_evidence(question: str | Question, passages: list[Passage], embedder:
         chunk = spans[g[0]][0]
         start, end = spans[g[0]][1], spans[g[-1]][2]
         text = texts_by_article[chunk.article]
-        around = () if chunk.role is Role.BODY or not cfg.role_prompt_context else \
+        around = () if chunk.role is Role.BODY or end - start >= cfg.role_prompt_context else \
             tuple(neighbours(text, start, end, cfg.role_prompt_context))
         out.append(Evidence(marker=n, chunk=chunk, start=start, end=end, text=text[start:end],
                             relevance=float(max(best[j] for j in g)), context=around))

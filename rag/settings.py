@@ -67,8 +67,9 @@ class Settings:
     # 0.833 -> 0.889); holdout 0.909 both. Recorded in the manifest: a change means a rebuild.
     dense_unit: str = "sentence"  # sentence | chunk
     # prompt
-    # A caption, credit or teaser in the prompt comes with the first role_prompt_context characters of the
-    # lines around it ("Photo: Handout" alone does not say which item it illustrates); 0: its own text only.
+    # A caption, credit or teaser shorter than role_prompt_context characters comes to the prompt with the first
+    # role_prompt_context characters of the lines around it ("Photo: Handout" alone does not say which item it
+    # illustrates; a related headline says enough); 0: its own text only. On gold, ~10 prompt tokens a question.
     role_prompt_context: int = 80
     context_tokens: int = 220  # budget for the evidence sentences in the prompt (~9 ms/token to process)
     max_evidence: int = 6

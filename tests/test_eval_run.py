@@ -256,7 +256,9 @@ def test_real_retrieval_recall(real_settings, real_index, real_embedder, tmp_pat
                 if (kinds[q["id"]] == "furniture") == furniture]
         return sum(hits) / len(hits)
 
-    # Article text: as before furniture was asked about (0.974 measured); captions, credits, related
-    # headlines and page furniture (20 questions, 0.80 measured): findable, ranked after matching text.
-    assert recall(furniture=False) >= 0.95, printed[0]
-    assert recall(furniture=True) >= 0.75, printed[0]
+    # Every gold quote in the top 5, measured with dense ranking by each chunk's best sentence: article text
+    # 0.950 over 119 questions (0.961 on the 77 written before the s5-* ones, which add 18 paraphrases that
+    # avoid the article's words); captions, credits, related headlines and page furniture 0.882 over 34
+    # (0.80 over 20 with chunk vectors): findable, ranked after matching text.
+    assert recall(furniture=False) >= 0.94, printed[0]
+    assert recall(furniture=True) >= 0.85, printed[0]
