@@ -42,7 +42,9 @@ SYSTEM_PROMPT = (
 # caches them with the system prompt and they cost nothing per question. The second example replaced a
 # refusal ("How much did the plant cost?"): on 90 tuning questions (eval/gold.jsonl: the 70 s5-* ones and
 # the 20 the pipeline got wrong) false refusals fell from 27 to 13 of 74 and right answers rose 38 -> 46 of 90,
-# with 2 of 16 unanswerable ones newly answered.
+# with 2 of 16 unanswerable ones newly answered. On the blind set (round 3, with the session's other changes)
+# false refusals fell 0.22 -> 0.14 and refusals of unanswerable questions 0.78 -> 0.59, both beyond noise:
+# overall accuracy unchanged (0.582). A false-premise refusal example is the next thing to measure.
 EXAMPLES = [
     {"role": "user", "content": "Passages:\n[1] The carmaker sold 3.2 million vehicles in 2023, up 12 per cent.\n"
      "[2] Its new battery is considered by analysts to be as good as the Qilin pack made by CATL.\n[3] Exports "
@@ -176,10 +178,11 @@ def select_evidence(question: str | Question, passages: list[Passage], embedder:
     for n, g in enumerate(groups, 1):
         chunk = spans[g[0]][0]
         start, end = spans[g[0]][1], spans[g[-1]][2]
-        text = texts_by_article[chunk.article]
+        source = texts_by_article[chunk.article]
+        # a short caption or credit ("Photo: Handout") is shown with the item it sits on
         around = () if chunk.role is Role.BODY or end - start >= cfg.role_prompt_context else \
-            tuple(neighbours(text, start, end, cfg.role_prompt_context))
-        out.append(Evidence(marker=n, chunk=chunk, start=start, end=end, text=text[start:end],
+            tuple(neighbours(source, start, end, cfg.role_prompt_context))
+        out.append(Evidence(marker=n, chunk=chunk, start=start, end=end, text=source[start:end],
                             relevance=float(max(best[j] for j in g)), context=around))
     return out
 
@@ -209,13 +212,15 @@ def unattributed(question: str) -> str:
 
 
 def _label(ev: Evidence) -> str:
-    """"(listed as a related headline, ...) ", with the lines around it when there are: "(from a photo caption
-    or credit, between "…" and "…") "."""
+    """What a passage that is not article text is, with the lines around it when it has them:
+    ``(from a photo caption or credit, between “…” and “…”) ``; nothing for article text."""
     if ev.chunk.role is Role.BODY:
         return ""
-    around = " and ".join(f"“{line.strip(QUOTES)}…”" for line in ev.context)
-    return f"({role_phrase(ev.chunk.role)}{', between ' if len(ev.context) > 1 else ', next to '}{around}) " \
-        if around else f"({role_phrase(ev.chunk.role)}) "
+    phrase = role_phrase(ev.chunk.role)
+    if ev.context:
+        where = "between" if len(ev.context) > 1 else "next to"
+        phrase += f", {where} " + " and ".join(f"“{line.strip(QUOTES)}…”" for line in ev.context)
+    return f"({phrase}) "
 
 
 def build_messages(question: str | Question, evidence: list[Evidence]) -> list[dict[str, str]]:
