@@ -217,19 +217,19 @@ class Draft:
         meta = self.meta_of(marker)
         scored = [(support(text, self.ev_texts[marker][j], float(vec @ self.ev_vecs[p]), meta, self.settings), j)
                   for j, p in enumerate(self.pos[marker])]
-        joined = " ".join(self.ev_texts[marker])
-        whole = support(text, joined, max(float(vec @ self.ev_vecs[p]) for p in self.pos[marker]), meta,
-                        self.settings)
+        whole = self.joint([marker], s_idx, text, vec)
         best = max(scored)
         return (whole, -1) if whole > best[0] + 0.1 else best
 
-    def joint(self, markers: list[int], s_idx: int) -> float:
-        """Support of sentence s_idx by the cited evidence spans taken together."""
-        vec = self.ans_vecs[s_idx]
-        text = " ".join(t for m in markers for t in self.ev_texts[m])
+    def joint(self, markers: list[int], s_idx: int, text: str | None = None, vec: Any = None) -> float:
+        """Support of sentence s_idx (or of ``text`` with embedding ``vec``) by the evidence spans of
+        ``markers`` taken together, each whole."""
+        text = self.plain[s_idx] if text is None else text
+        vec = self.ans_vecs[s_idx] if vec is None else vec
+        quote = " ".join(t for m in markers for t in self.ev_texts[m])
         cosine = max(float(vec @ self.ev_vecs[p]) for m in markers for p in self.pos[m])
         meta = " ".join(self.meta_of(m) for m in markers)
-        return support(self.plain[s_idx], text, cosine, meta, self.settings)
+        return support(text, quote, cosine, meta, self.settings)
 
     def cited(self, s_idx: int) -> list[int]:
         return [m for m in dict.fromkeys(self.markers[s_idx]) if m in self.evidence]
@@ -319,7 +319,7 @@ def _kind(d: Draft, _: int) -> bool:
     one-part question: an answer to one part of "In which month ..., and was it ...?" is kept, and the part it
     leaves open is named (``answer.unanswered_parts``)."""
     q = d.question
-    return q is not None and len(q.parts) == 1 and not gives_kind(" ".join(s for s, _ in d.kept), q.kind, q)
+    return q is not None and not q.compound and not gives_kind(" ".join(s for s, _ in d.kept), q.kind, q)
 
 
 @dataclass(frozen=True)
