@@ -349,7 +349,7 @@ CHECKS = (
 )
 # Then the answer as a whole, until one refuses it.
 ANSWER_CHECKS = (
-    Check("extract", Note.EXTRACT, None, _extract),
+    Check("extract", Note.EXTRACT, "extract_on_echo", _extract),
     Check("all removed", None, None, _all_removed),
     Check("kind", None, "adequacy_checks", _kind),
 )
@@ -375,7 +375,8 @@ def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: 
         return Verified(REFUSAL, False, (), refused)
     q = as_question(question) if question else None
     s = settings or _DEFAULTS  # support_threshold, the switches and the embedder's cosine range
-    switches = {"adequacy_checks": s.adequacy_checks and q is not None, "trim_unsupported": bool(s.trim_unsupported)}
+    switches = {"adequacy_checks": s.adequacy_checks and q is not None, "trim_unsupported": bool(s.trim_unsupported),
+                "extract_on_echo": s.extract_on_echo}
     sentence_checks, answer_checks = ([c for c in seq if c.switch is None or switches[c.switch]]
                                       for seq in (CHECKS, ANSWER_CHECKS))
     d = Draft([strip_markers(s) for s in sentences], [markers_of(s) for s in sentences], by_marker, evidence[0], q,

@@ -113,7 +113,7 @@ def test_checks_are_declared_in_order_each_with_its_note() -> None:
         ("refusal", Note.REFUSAL, None), ("echo", Note.ECHO, "adequacy_checks"), ("supported", Note.KEPT, None),
         ("trim", Note.TRIMMED, "trim_unsupported"), ("support", Note.UNSUPPORTED, None)]
     assert [(c.name, c.note, c.switch) for c in ANSWER_CHECKS] == [
-        ("extract", Note.EXTRACT, None), ("all removed", None, None), ("kind", None, "adequacy_checks")]
+        ("extract", Note.EXTRACT, "extract_on_echo"), ("all removed", None, None), ("kind", None, "adequacy_checks")]
     assert all(c.doc for c in CHECKS + ANSWER_CHECKS)
     # each switch is a Settings field, and the ablation has a variant turning it off
     from rag.ablation import VARIANTS
@@ -133,6 +133,13 @@ def test_checks_are_declared_in_order_each_with_its_note() -> None:
     # switched off, a check passes every sentence on to the next
     off = verify(raw, evidence(), HashEmbedder(), {"acme.txt": TEXT}, Settings(adequacy_checks=False), question=q)
     assert off.sentences[0].note in (Note.KEPT, Note.UNSUPPORTED)
+    # an answer that only restated the question quotes the top passage, or with extraction off is refused
+    echo = "Acme's chief executive is Acme's chief executive [1]."
+    quoted = verify(echo, evidence(), HashEmbedder(), {"acme.txt": TEXT}, question=q)
+    assert quoted.answerable and [s.note for s in quoted.sentences] == [Note.ECHO, Note.EXTRACT]
+    assert quoted.citations[0].quote == " ".join(evidence()[0].text.split())
+    refused = verify(echo, evidence(), HashEmbedder(), {"acme.txt": TEXT}, Settings(extract_on_echo=False), question=q)
+    assert not refused.answerable and [s.note for s in refused.sentences] == [Note.ECHO]
     # notes are strings: read back from JSON they still compare equal, and print as their value
     assert Note("unsupported") is Note.UNSUPPORTED and f"{Note.ECHO}" == "echo" and Note.KEPT == ""
 
