@@ -8,6 +8,7 @@ Each stage has a switch in ``Settings`` that the answer path honours (all on by 
     trim_unsupported = 0          an ungrounded detail removes the whole sentence    (cite)
     adequacy_checks = false       no echo or answer-kind check                       (cite -> adequacy)
     extract_on_echo = false       an answer that only restated the question is refused (cite)
+    complete_parts = false        a part the answer left open is named, not asked alone (answer)
     relevance_gate = 0            off-corpus questions reach the model               (answer -> relevance)
     injection_filter = false      instruction-like sentences reach the prompt        (prompt)
     follow_up_rewrite = false     a follow-up is searched as typed                   (answer)
@@ -58,6 +59,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "no-adequacy": ("adequacy checks: no echo or answer-kind check", {"adequacy_checks": False}),
     "no-extract": ("extraction: an answer that only restated the question is refused, not quoted from the top "
                    "passage", {"extract_on_echo": False}),
+    "no-part-completion": ("part completion: a part of a compound question the answer left open is named, not "
+                           "asked alone", {"complete_parts": False}),
     "no-relevance-gate": ("relevance gate: a question naming nothing in the articles goes to the model",
                           {"relevance_gate": 0}),
     "no-injection-filter": ("injection filter: sentences giving orders reach the prompt",

@@ -15,13 +15,13 @@ from typing import Any
 
 from . import confidence, followup, relevance
 from .adequacy import gives_kind
-from .cite import verify
+from .cite import Verified, combine, verify
 from .errors import InputError, RagError
 from .injection import flagged_spans, is_attack_question
 from .llm import LLM, get_llm, model_path, prompt_tokens
 from .prompt import REFUSAL, build_messages, build_rewrite_messages, select_evidence
 from .question import Question, as_question
-from .records import Answer, Citation, Note, SentenceCheck
+from .records import Answer, Citation, Note, Passage, SentenceCheck
 from .retrieve import Retriever, check_question
 from .settings import Settings
 from .store import IndexStore
@@ -307,7 +307,12 @@ class Assistant:
             about = {ev.chunk.article: self.store.articles[ev.chunk.article].about for ev in evidence}
             checked = verify(raw_text, evidence, self.embedder, texts, self.settings, about, question=asked)
             n_prompt = prompt_tokens(self.llm, messages)
-            signals = confidence.signals(checked, evidence, passages)
+            signals = confidence.signals(checked, evidence, passages)  # of the first answer, as calibrated
+            open_parts = unanswered_parts(asked, checked.answer, checked.citations) if checked.answerable else ()
+            if open_parts and self.settings.complete_parts and not (stop is not None and stop.is_set()):
+                yield status("writing", f"Answering the part left open: {open_parts[0]}")
+                checked = self.complete(asked, checked, open_parts, passages)
+                open_parts = unanswered_parts(asked, checked.answer, checked.citations)
             answer = Answer(
                 question=question, answer=checked.answer, answerable=checked.answerable,
                 citations=checked.citations, passages=tuple(passages),
@@ -317,14 +322,32 @@ class Assistant:
                 rewritten_question=standalone, prompt_tokens=n_prompt,
                 completion_tokens=self.llm.count_tokens(raw_text) if raw_text else 0,
                 signals=signals, confidence=confidence.calibrated(signals, checked.answerable),
-                unanswered=unanswered_parts(asked, checked.answer, checked.citations) if checked.answerable
-                else (),
+                unanswered=open_parts,
             )
             if not (stop is not None and stop.is_set()):
                 self._cache[key] = answer
                 while len(self._cache) > self.settings.answer_cache_size:
                     self._cache.popitem(last=False)
             yield answer
+
+    def complete(self, asked: Question, checked: Verified, open_parts: Sequence[str],
+                 passages: Sequence[Passage]) -> Verified:
+        """``checked`` with an answer to each part it left open, asked alone over the same passages with
+        evidence chosen for that part: a small model given "Which month ..., and how much ...?" often
+        answers one part only."""
+        texts = self.store.texts
+        for text in open_parts:
+            part = Question.analyse(text, self.retriever.idf)
+            evidence = select_evidence(part, list(passages), self.embedder, texts, self.settings)
+            if not evidence:
+                continue
+            raw = "".join(self.llm.stream_chat(build_messages(part, evidence), self.settings.max_tokens,
+                                               stop=["\n\n\n"])).strip()
+            about = {ev.chunk.article: self.store.articles[ev.chunk.article].about for ev in evidence}
+            more = verify(raw, evidence, self.embedder, texts, self.settings, about, question=part)
+            if more.answerable:
+                checked = combine(checked, more)
+        return checked
 
     def rewrite(self, question: str, earlier: Sequence[followup.Turn]) -> str:
         """A standalone version of a follow-up question, or the question itself when the rewrite is

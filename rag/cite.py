@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .adequacy import gives_kind, is_echo
@@ -353,6 +353,22 @@ ANSWER_CHECKS = (
     Check("all removed", None, None, _all_removed),
     Check("kind", None, "adequacy_checks", _kind),
 )
+
+
+def combine(first: Verified, more: Verified) -> Verified:
+    """``first`` followed by ``more`` (an answer to a part ``first`` left open), ``more``'s markers renumbered
+    after ``first``'s; a quote both cite keeps its first number."""
+    number = {(c.article, c.start, c.end): c.marker for c in first.citations}
+    renumber: dict[int, int] = {}
+    citations = list(first.citations)
+    for c in more.citations:
+        key = (c.article, c.start, c.end)
+        if key not in number:
+            number[key] = len(citations) + 1
+            citations.append(replace(c, marker=number[key]))
+        renumber[c.marker] = number[key]
+    text = re.sub(r"\[(\d+)\]", lambda m: f"[{renumber.get(int(m.group(1)), m.group(1))}]", more.answer)
+    return Verified(f"{first.answer} {text}", True, tuple(citations), first.sentences + more.sentences)
 
 
 def verify(raw: str, evidence: list[Evidence], embedder: Any, texts_by_article: Mapping[str, str],

@@ -114,6 +114,7 @@ class Settings:
     evidence_selection: bool = True  # off: every sentence of the passages, up to n_ctx / 2 tokens (answer)
     adequacy_checks: bool = True  # off: no echo or answer-kind check (cite.verify)
     extract_on_echo: bool = True  # off: an answer that only restated the question is refused, not quoted (cite)
+    complete_parts: bool = True  # off: a part of a compound question the answer left open is only named (answer)
     injection_filter: bool = True  # off: sentences giving orders to the assistant reach the prompt (prompt)
     follow_up_rewrite: bool = True  # off: a follow-up is searched as typed (answer.Assistant.stream)
     # guards

@@ -146,6 +146,31 @@ def test_unanswered_part_of_a_two_part_question() -> None:
     assert "AIsphere raise" in single_markdown(a)
 
 
+def test_a_part_left_open_is_asked_alone_and_its_answer_added(settings: Settings, fake_embedder: HashEmbedder,
+                                                             fake_llm: FakeLLM) -> None:
+    build_index([SEEDS], settings, embedder=fake_embedder)
+    q = "Which chip powers Huawei's Mate 60 series phone, and how much did AIsphere raise?"
+    fake_llm.enqueue(KIRIN_A, "AIsphere raised US$14 million [1].")
+    a = Assistant(settings, embedder=fake_embedder, llm=fake_llm).ask(q)
+    assert len(fake_llm.calls) == 2
+    second = fake_llm.calls[1][-1]["content"]
+    assert "Question: How much did AIsphere raise?" in second and "Mate 60" not in second.split("Question:")[1]
+    assert a.answer == "The Mate 60 series phone is powered by the Kirin 9000S chip [1]. AIsphere raised US$14 million [2]."
+    assert [c.marker for c in a.citations] == [1, 2]
+    assert "Kirin 9000S" in a.citations[0].quote and "US$14 million" in a.citations[1].quote
+    assert a.unanswered == ()
+    # an answer to the part that the checks refuse adds nothing, and the part stays named
+    fake_llm.calls.clear()
+    fake_llm.enqueue(KIRIN_A, "The articles do not say.")
+    a = Assistant(settings, embedder=fake_embedder, llm=fake_llm).ask(q)
+    assert a.answer == KIRIN_A and a.unanswered == ("how much did AIsphere raise?",)
+    # switched off (ablation), the part is only named
+    fake_llm.calls.clear()
+    fake_llm.enqueue(KIRIN_A)
+    a = Assistant(settings.replace(complete_parts=False), embedder=fake_embedder, llm=fake_llm).ask(q)
+    assert len(fake_llm.calls) == 1 and a.unanswered == ("how much did AIsphere raise?",)
+
+
 def test_marker_stays_on_the_line_of_its_word() -> None:
     a = Answer(question="Q?", answer="It is the Kirin 9000S [1].", answerable=True,
                citations=(Citation(1, "a.txt", "T", "a#0", 0, 5, "Kirin"),), passages=())

@@ -108,6 +108,20 @@ def test_one_invented_detail_is_trimmed_not_the_whole_answer() -> None:
     assert not verify("Acme sold 5.7 million cars in 2023 [1].", evidence(), HashEmbedder(), {"acme.txt": TEXT}).answerable
 
 
+def test_combine_renumbers_the_second_answer_after_the_first() -> None:
+    from rag.cite import Verified, combine
+    from rag.records import Citation
+
+    def cite(marker: int, start: int) -> Citation:
+        return Citation(marker, "acme.txt", "Acme", "acme#0", start, start + 5, TEXT[start:start + 5])
+
+    first = Verified("One [1]. Two [2].", True, (cite(1, 0), cite(2, 10)), ())
+    more = Verified("Three [1][2].", True, (cite(1, 20), cite(2, 10)), ())
+    both = combine(first, more)
+    assert both.answer == "One [1]. Two [2]. Three [3][2]."  # a quote both cite keeps its first number
+    assert [(c.marker, c.start) for c in both.citations] == [(1, 0), (2, 10), (3, 20)]
+
+
 def test_checks_are_declared_in_order_each_with_its_note() -> None:
     assert [(c.name, c.note, c.switch) for c in CHECKS] == [
         ("refusal", Note.REFUSAL, None), ("echo", Note.ECHO, "adequacy_checks"), ("supported", Note.KEPT, None),

@@ -118,6 +118,7 @@ def test_run_writes_results_summary_report_and_plots(settings, index, fake_embed
 
 def test_interrupted_run_resumes_without_redoing(settings, index, fake_embedder, gold, tmp_path) -> None:
     """Ctrl-C on the 4th answer leaves 3 results; the rerun answers only the 4 missing questions."""
+    settings = settings.replace(complete_parts=False)  # one model call per question: calls count questions
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         run(settings, gold, out, assistant(settings, index, fake_embedder, EchoLLM(interrupt_at=4)))

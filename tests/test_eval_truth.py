@@ -528,7 +528,14 @@ def test_ablation_runs_each_variant_and_tabulates(settings, index, fake_embedder
     assert list(result["variants"]) == list(VARIANTS)
     # a prompt already answered is answered from memory: only the variants that change prompts reach the model
     prompts = {json.dumps(m) for m in llm.calls}
-    assert len(llm.calls) == len(prompts) < len(items) * 3
+    assert len(llm.calls) == len(prompts)
+    # whole questions reach the model in the full run and the few variants that change prompts; the rest
+    # are parts of compound questions left open (complete_parts), which differ between variants
+    from rag.prompt import unattributed
+
+    whole = {f"Question: {unattributed(i.question)}" for i in items}
+    n_whole = sum(m[-1]["content"].rsplit("\n\n", 1)[-1] in whole for m in llm.calls)
+    assert len(items) <= n_whole < len(items) * 3
     for name in ("no-citation-check", "no-trim", "no-adequacy"):  # they act after generation: same answers
         assert [r["raw_answer"] for r in map(json.loads, (out / name / "results.jsonl").read_text().splitlines())] \
             == [r["raw_answer"] for r in map(json.loads, (out / "full" / "results.jsonl").read_text().splitlines())]
