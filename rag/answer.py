@@ -284,6 +284,7 @@ class Assistant:
                                       "total_s": time.perf_counter() - t0})
                 return
             texts = self.store.texts
+            self.reuse_sentence_vectors(passages)
             evidence = select_evidence(asked, passages, self.embedder, texts, self.settings)
             messages = build_messages(asked, evidence)
             t_prompt = time.perf_counter()
@@ -329,6 +330,17 @@ class Assistant:
                 while len(self._cache) > self.settings.answer_cache_size:
                     self._cache.popitem(last=False)
             yield answer
+
+    def reuse_sentence_vectors(self, passages: Sequence[Passage]) -> None:
+        """Hand the embedder the index's vector of each sentence of the passages: evidence selection and the
+        citation check then embed none of them again (0.3-0.7 s a question on 2 cores)."""
+        known = getattr(self.store, "sentence_vectors", None)  # the folder store's; Milvus embeds them anew
+        remember = getattr(self.embedder, "remember", None)
+        if known is None or remember is None:
+            return
+        pairs = [pair for p in passages for pair in known(p.chunk)]
+        if pairs:
+            remember([t for t, _ in pairs], [v for _, v in pairs])
 
     def complete(self, asked: Question, checked: Verified, open_parts: Sequence[str],
                  passages: Sequence[Passage]) -> Verified:

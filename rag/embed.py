@@ -62,6 +62,13 @@ class Embedder:
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-12)
 
+    def remember(self, texts: Sequence[str], vectors: Sequence[np.ndarray], kind: Kind = "passage") -> None:
+        """Cache vectors computed before (the index's sentence vectors), so ``embed_cached`` reuses them."""
+        prefix = self.prefixes[kind]
+        with self._lock:
+            for t, v in zip(texts, vectors, strict=True):
+                self._cache.setdefault(prefix + t, np.asarray(v, np.float32))
+
     def embed_cached(self, texts: Sequence[str], kind: Kind = "passage", max_items: int = 20_000) -> np.ndarray:
         """Like ``embed`` but remembers vectors of texts seen before (queries, evidence sentences); the
         cache is keyed by the prefixed text, so without prefixes a query and a passage share one vector."""

@@ -146,6 +146,20 @@ def test_unanswered_part_of_a_two_part_question() -> None:
     assert "AIsphere raise" in single_markdown(a)
 
 
+def test_evidence_reuses_the_sentence_vectors_of_the_index(settings: Settings, fake_embedder: HashEmbedder,
+                                                            fake_llm: FakeLLM) -> None:
+    build_index([SEEDS], settings, embedder=fake_embedder)
+    embedded: list[str] = []
+    compute = fake_embedder._embed_batch
+    fake_embedder._embed_batch = lambda texts: (embedded.extend(texts), compute(texts))[1]  # type: ignore[method-assign]
+    fake_llm.enqueue(KIRIN_A)
+    a = Assistant(settings, embedder=fake_embedder, llm=fake_llm).ask(KIRIN_Q)
+    assert a.answerable and "Kirin 9000S" in a.citations[0].quote
+    assert KIRIN_Q in embedded  # the question is embedded; the sentences it is compared with come from the index
+    evidence = fake_llm.calls[0][-1]["content"].split("\n\nQuestion:")[0]
+    assert not [t for t in embedded if t in evidence]
+
+
 def test_a_part_left_open_is_asked_alone_and_its_answer_added(settings: Settings, fake_embedder: HashEmbedder,
                                                              fake_llm: FakeLLM) -> None:
     build_index([SEEDS], settings, embedder=fake_embedder)

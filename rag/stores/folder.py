@@ -133,5 +133,18 @@ class FolderStore:
     def fetch(self, ids: Sequence[str]) -> list[Chunk]:
         return [self.index.chunks[self._pos[i]] for i in ids]
 
+    def sentence_vectors(self, chunk: Chunk) -> list[tuple[str, np.ndarray]]:
+        """Each sentence of ``chunk`` as it was embedded (``chunk.sentence_texts``) with its stored vector;
+        none when the index holds no sentence vectors (``dense_unit = "chunk"``)."""
+        from ..chunk import sentence_texts
+
+        position = self._pos.get(chunk.chunk_id)
+        if self.index.sentences is None or position is None:
+            return []
+        context = bool(self.manifest.get("chunking", {}).get("role_context"))  # as the vectors were
+        texts = sentence_texts(chunk, self.index.articles[chunk.article], context)
+        vectors = self.index.sentences.of(position)
+        return list(zip(texts, vectors, strict=True)) if len(vectors) == len(texts) else []
+
     def article_hashes(self) -> dict[str, str]:
         return {name: a.sha256 for name, a in self.index.articles.items()}
