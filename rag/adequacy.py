@@ -5,7 +5,7 @@
   nothing, however well a passage supports it.
 * **Kind**: a question that asks for a date, a year, a month, a sum of money, a count or an amount in a
   named unit ("(in points)") is not answered by a sentence without one ("held last week", "rose 11.4 per
-  cent").
+  cent"); a "When ...?" question by a sentence without any time ("Sinodata has joined the programme").
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ _YEAR = re.compile(r"\b(1[89]|20)\d\d\b")
 _ISO_DATE = re.compile(r"\b\d{4}-\d{1,2}-\d{1,2}\b|\b\d{1,2}/\d{1,2}/\d{2,4}\b")
 _DAY_MONTH = re.compile(r"\b\d{1,2}(st|nd|rd|th)?\s+(of\s+)?(" + "|".join(MONTHS) + r")\b|\b("
                         + "|".join(MONTHS) + r")\.?\s+\d{1,2}(st|nd|rd|th)?\b", re.IGNORECASE)
+# What answers "when": besides a date, month or year, a weekday, a season or a relative time ("last week",
+# "two years ago", "after the holiday").
+_TIME = re.compile(r"\b(monday|tuesday|wednesday|thursday|friday|saturday|sunday|spring|summer|autumn|fall|winter|"
+                   r"today|yesterday|tomorrow|tonight|recently|ago|soon|now|currently|earlier|later|week|weekend|"
+                   r"month|year|years|decade|quarter|holiday|since|until|before|after|during|once)\b", re.IGNORECASE)
 # A quantity: digits not inside a name ("H20", "910B" are models, not amounts), or a number word.
 _QUANTITY = re.compile(r"(?<![A-Za-z\d.,])\d[\d.,]*(?-i:(?![A-Z\d]))|\b(" + "|".join((*NUMBER_WORDS, *AMOUNT_WORDS))
                        + r")\b", re.IGNORECASE)
@@ -66,6 +71,8 @@ def gives_kind(answer: str, kind: str | None, question: str | Question = "") -> 
     (False, True)
     >>> gives_kind("It made three GPUs.", "money"), gives_kind("It raised US$14 million.", "money")
     (False, True)
+    >>> gives_kind("Sinodata has joined the programme.", "time"), gives_kind("The talks are this spring.", "time")
+    (False, True)
     >>> gives_kind("It is made on a node (in nanometres) like two-year-old chips.", "unit:nanometres")
     False
     >>> gives_kind("It is made on a 7nm node.", "unit:nanometres")
@@ -81,6 +88,8 @@ def gives_kind(answer: str, kind: str | None, question: str | Question = "") -> 
         return bool(_MONTH.search(answer) or _ISO_DATE.search(answer))
     if kind == "year":
         return bool(_YEAR.search(answer))
+    if kind == "time":
+        return any(p.search(answer) for p in (_MONTH, _YEAR, _ISO_DATE, _TIME))
     if kind == "money":
         return bool(_MONEY.search(answer))
     if kind == "number":

@@ -25,6 +25,7 @@ _KINDS = (
                          re.I)),
     ("number", re.compile(r"\bhow (many|much|old)\b|\b(what|which) (percentage|share|number|amount|sum|figure)\b",
                           re.I)),
+    ("time", re.compile(r"^\W*(and\s+)?when\b", re.I)),  # "When did ...?": any date, year, month or time phrase
 )
 # "(in points)", or "in <unit>" for a unit of measure: "What is its performance in teraflops?"
 _UNIT = re.compile(r"\(in ([a-z]+)\)|\bin (" + MEASURES + r")\b", re.IGNORECASE)
@@ -113,8 +114,8 @@ def question_names(question: str) -> list[str]:
 
 
 def expected_kind(question: str) -> str | None:
-    """What the question asks for: ``date``, ``month``, ``year``, ``money``, ``number``, ``unit:<word>``
-    or None.
+    """What the question asks for: ``date``, ``month``, ``year``, ``money``, ``number``, ``time``,
+    ``unit:<word>`` or None.
 
     >>> expected_kind("On what exact dates was the fair held?"), expected_kind("How many firms joined?")
     ('date', 'number')
@@ -122,8 +123,9 @@ def expected_kind(question: str) -> str | None:
     ('unit:points', None)
     >>> expected_kind("What is the chip's performance in teraflops?"), expected_kind("Who invested in AI?")
     ('unit:teraflops', None)
-    >>> expected_kind("How old is the founder?")
-    'number'
+    >>> expected_kind("How old is the founder?"), expected_kind("When did Sinodata join?")
+    ('number', 'time')
+    >>> expected_kind("What did he say when the ban came?")
     """
     unit = _UNIT.search(question)
     if unit:
