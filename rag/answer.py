@@ -333,7 +333,7 @@ class Assistant:
 
     def reuse_sentence_vectors(self, passages: Sequence[Passage]) -> None:
         """Hand the embedder the index's vector of each sentence of the passages: evidence selection and the
-        citation check then embed none of them again (0.3-0.7 s a question on 2 cores)."""
+        citation check then embed none of them again (0.3-0.8 s a question on 2 cores)."""
         known = getattr(self.store, "sentence_vectors", None)  # the folder store's; Milvus embeds them anew
         remember = getattr(self.embedder, "remember", None)
         if known is None or remember is None:

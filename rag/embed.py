@@ -30,6 +30,7 @@ from .errors import ModelError
 from .settings import DEFAULT_EMBEDDER, Settings
 
 Kind = Literal["query", "passage"]
+CACHE_ITEMS = 20_000  # vectors an embedder keeps (queries, evidence sentences), oldest dropped first
 
 
 class Embedder:
@@ -68,8 +69,10 @@ class Embedder:
         with self._lock:
             for t, v in zip(texts, vectors, strict=True):
                 self._cache.setdefault(prefix + t, np.asarray(v, np.float32))
+            while len(self._cache) > CACHE_ITEMS:
+                self._cache.popitem(last=False)
 
-    def embed_cached(self, texts: Sequence[str], kind: Kind = "passage", max_items: int = 20_000) -> np.ndarray:
+    def embed_cached(self, texts: Sequence[str], kind: Kind = "passage", max_items: int = CACHE_ITEMS) -> np.ndarray:
         """Like ``embed`` but remembers vectors of texts seen before (queries, evidence sentences); the
         cache is keyed by the prefixed text, so without prefixes a query and a passage share one vector."""
         prefix = self.prefixes[kind]
