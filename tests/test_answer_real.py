@@ -61,6 +61,16 @@ def test_refuses_when_the_articles_do_not_say(real_assistant: Assistant, questio
     assert not answer.answerable and answer.answer == REFUSAL and answer.citations == ()
 
 
+def test_both_parts_of_a_two_part_question_are_answered(real_assistant: Assistant) -> None:
+    """A small model often answers one part; the part left open is asked alone (complete_parts)."""
+    answer = real_assistant.ask("What software restriction did Nvidia impose, and which new data centre GPUs "
+                                "did it develop for China after the October curbs?")
+    assert answer.answerable, answer.raw_answer
+    assert "CUDA" in answer.answer and "H20" in answer.answer, answer.answer
+    assert answer.unanswered == ()
+    check_citations(answer, real_assistant.store)
+
+
 def test_json_contract(real_assistant: Assistant) -> None:
     d = real_assistant.ask(CASES[0][0]).to_dict()
     assert set(d) >= {"question", "answer", "answerable", "citations", "passages", "timings", "model"}
