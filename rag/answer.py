@@ -21,7 +21,7 @@ from .injection import flagged_spans, is_attack_question
 from .llm import LLM, get_llm, model_path, prompt_tokens
 from .prompt import REFUSAL, build_messages, build_rewrite_messages, select_evidence
 from .question import Question, as_question
-from .records import Answer, Citation, Note, Passage, SentenceCheck
+from .records import Answer, Citation, Evidence, Note, Passage, SentenceCheck
 from .retrieve import Retriever, check_question
 from .settings import Settings
 from .store import IndexStore
@@ -49,6 +49,7 @@ class Status:
 # The stages of an answer, in order ("loading" only when the model is used for the first time, which
 # comes first: a follow-up is rewritten by the model before the search).
 STAGES = ("loading", "searching", "reading", "writing", "checking")
+ANSWER_STOP = ["\n\n\n"]  # generation ends at a run of blank lines: the model starting something else
 
 
 Event = Token | Status | Answer
@@ -283,16 +284,15 @@ class Assistant:
                              timings={"retrieve_s": t_retrieved - t0, "first_token_s": t_retrieved - t0,
                                       "total_s": time.perf_counter() - t0})
                 return
-            texts = self.store.texts
             self.reuse_sentence_vectors(passages)
-            evidence = select_evidence(asked, passages, self.embedder, texts, self.settings)
+            evidence = select_evidence(asked, passages, self.embedder, self.store.texts, self.settings)
             messages = build_messages(asked, evidence)
             t_prompt = time.perf_counter()
             raw, first = [], None
             if evidence:
                 n = len(evidence)
                 yield status("reading", f"Reading {n} passage{'s' * (n != 1)}")
-                for piece in self.llm.stream_chat(messages, self.settings.max_tokens, stop=["\n\n\n"]):
+                for piece in self.llm.stream_chat(messages, self.settings.max_tokens, stop=ANSWER_STOP):
                     if first is None:
                         first = time.perf_counter()
                         yield status("writing", "Writing the answer")
@@ -305,8 +305,7 @@ class Assistant:
             t_end = time.perf_counter()
             yield status("checking", "Checking the citations")
             raw_text = "".join(raw).strip()
-            about = {ev.chunk.article: self.store.articles[ev.chunk.article].about for ev in evidence}
-            checked = verify(raw_text, evidence, self.embedder, texts, self.settings, about, question=asked)
+            checked = self.verify(raw_text, evidence, asked)
             n_prompt = prompt_tokens(self.llm, messages)
             signals = confidence.signals(checked, evidence, passages)  # of the first answer, as calibrated
             open_parts = unanswered_parts(asked, checked.answer, checked.citations) if checked.answerable else ()
@@ -347,19 +346,22 @@ class Assistant:
         """``checked`` with an answer to each part it left open, asked alone over the same passages with
         evidence chosen for that part: a small model given "Which month ..., and how much ...?" often
         answers one part only."""
-        texts = self.store.texts
         for text in open_parts:
             part = Question.analyse(text, self.retriever.idf)
-            evidence = select_evidence(part, list(passages), self.embedder, texts, self.settings)
+            evidence = select_evidence(part, list(passages), self.embedder, self.store.texts, self.settings)
             if not evidence:
                 continue
             raw = "".join(self.llm.stream_chat(build_messages(part, evidence), self.settings.max_tokens,
-                                               stop=["\n\n\n"])).strip()
-            about = {ev.chunk.article: self.store.articles[ev.chunk.article].about for ev in evidence}
-            more = verify(raw, evidence, self.embedder, texts, self.settings, about, question=part)
+                                               stop=ANSWER_STOP)).strip()
+            more = self.verify(raw, evidence, part)
             if more.answerable:
                 checked = combine(checked, more)
         return checked
+
+    def verify(self, raw: str, evidence: list[Evidence], question: Question) -> Verified:
+        """``cite.verify`` against this index, with each cited article's title, source and date."""
+        about = {ev.chunk.article: self.store.articles[ev.chunk.article].about for ev in evidence}
+        return verify(raw, evidence, self.embedder, self.store.texts, self.settings, about, question=question)
 
     def rewrite(self, question: str, earlier: Sequence[followup.Turn]) -> str:
         """A standalone version of a follow-up question, or the question itself when the rewrite is
