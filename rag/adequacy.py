@@ -3,9 +3,10 @@
 * **Echo**: a small model often restates the question as if it were the answer ("Which chip does X
   match?" -> "X matches the chip [1]."). A sentence that adds no content word to the question's says
   nothing, however well a passage supports it.
-* **Kind**: a question that asks for a date, a year, a month, a sum of money, a count or an amount in a
-  named unit ("(in points)") is not answered by a sentence without one ("held last week", "rose 11.4 per
-  cent"); a "When ...?" question by a sentence without any time ("Sinodata has joined the programme").
+* **Kind**: a question that asks for a date (a weekday answers "on what day"), a year, a month, a sum of
+  money, a count or an amount in a named unit ("(in points)") is not answered by a sentence without one
+  ("held last week", "rose 11.4 per cent"); a "When ...?" question by a sentence without any time
+  ("Sinodata has joined the programme").
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import re
 
 from .question import Question, as_question
-from .vocab import AMOUNT_WORDS, MARKER, MONTHS, NUMBER_WORDS, UNIT_ABBREV, terms
+from .vocab import AMOUNT_WORDS, MARKER, MONTHS, NUMBER_WORDS, UNIT_ABBREV, WEEKDAYS, terms
 
 # Words that add nothing to a restated question ("X was introduced", "the article says ...").
 _FILLER = frozenset(terms(
@@ -24,11 +25,12 @@ _FILLER = frozenset(terms(
 _MONTH = re.compile(r"\b(" + "|".join(MONTHS) + r")\b\.?", re.IGNORECASE)
 _YEAR = re.compile(r"\b(1[89]|20)\d\d\b")
 _ISO_DATE = re.compile(r"\b\d{4}-\d{1,2}-\d{1,2}\b|\b\d{1,2}/\d{1,2}/\d{2,4}\b")
+_WEEKDAY = re.compile(r"\b(" + "|".join(WEEKDAYS) + r")\b", re.IGNORECASE)
 _DAY_MONTH = re.compile(r"\b\d{1,2}(st|nd|rd|th)?\s+(of\s+)?(" + "|".join(MONTHS) + r")\b|\b("
                         + "|".join(MONTHS) + r")\.?\s+\d{1,2}(st|nd|rd|th)?\b", re.IGNORECASE)
 # What answers "when": besides a date, month or year, a weekday, a season or a relative time ("last week",
 # "two years ago", "after the holiday").
-_TIME = re.compile(r"\b(monday|tuesday|wednesday|thursday|friday|saturday|sunday|spring|summer|autumn|fall|winter|"
+_TIME = re.compile(r"\b(" + "|".join(WEEKDAYS) + r"|spring|summer|autumn|fall|winter|"
                    r"today|yesterday|tomorrow|tonight|recently|ago|soon|now|currently|earlier|later|week|weekend|"
                    r"month|year|years|decade|quarter|holiday|since|until|before|after|during|once)\b", re.IGNORECASE)
 # A quantity: digits not inside a name ("H20", "910B" are models, not amounts), or a number word.
@@ -63,6 +65,8 @@ def gives_kind(answer: str, kind: str | None, question: str | Question = "") -> 
 
     >>> gives_kind("It was held last week.", "date"), gives_kind("It opened on July 4.", "date")
     (False, True)
+    >>> gives_kind("It was announced on Friday.", "date")  # "On what day ...?" is answered by a weekday too
+    True
     >>> gives_kind("The index rose 11.4 per cent.", "unit:points"), gives_kind("It hit 950 points.", "unit:points")
     (False, True)
     >>> gives_kind("Huawei sold phones in 2023.", "number", "How many phones did Huawei sell in 2023?")
@@ -83,7 +87,7 @@ def gives_kind(answer: str, kind: str | None, question: str | Question = "") -> 
     for n in set(as_question(question).numbers if question else ()):
         answer = re.sub(r"(?<![\d.,])" + re.escape(n) + r"(?![\d]|[.,]\d)", " ", answer)
     if kind == "date":
-        return bool(_DAY_MONTH.search(answer) or _ISO_DATE.search(answer))
+        return bool(_DAY_MONTH.search(answer) or _ISO_DATE.search(answer) or _WEEKDAY.search(answer))
     if kind == "month":
         return bool(_MONTH.search(answer) or _ISO_DATE.search(answer))
     if kind == "year":

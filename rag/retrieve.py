@@ -14,7 +14,7 @@ from typing import Any
 from .errors import InputError
 from .question import Question, as_question
 from .records import Passage
-from .roles import RANKED_DOWN, Role
+from .roles import RANKED_DOWN, Role, asked_roles
 from .settings import Settings
 from .store import IndexStore
 from .stores import Store, as_store
@@ -94,18 +94,20 @@ class Retriever:
         # (a caption that embeds close to the question does not push a paragraph down), and the fused
         # score of a ranked-down role is multiplied by role_weight, so article text that matches as well
         # comes first.
+        # A question that names a kind of line ("the photo", "the related headline") lifts that for its role.
         down = self.settings.role_weight
+        lowered = RANKED_DOWN - asked_roles(tokenize(query)) if self.settings.role_intent else RANKED_DOWN
         ids = list(dict.fromkeys([i for i, _ in dense] + [i for i, _ in lexical]))
         by_id = dict(zip(ids, self.store.fetch(ids), strict=True))
         for ranking, weight in ((dense, self.settings.dense_weight), (lexical, 1.0)):
             own = 0
             for r, (i, _) in enumerate(ranking, 1):
-                if by_id[i].role not in RANKED_DOWN:
+                if by_id[i].role not in lowered:
                     own += 1
                     r = own
                 fused[i] = fused.get(i, 0.0) + weight / (self.settings.rrf_k + r)
         for i in fused:
-            if by_id[i].role in RANKED_DOWN:
+            if by_id[i].role in lowered:
                 fused[i] *= down
         order = sorted(fused, key=lambda i: (-fused[i], d_rank.get(i, 1e9)))[:k]
         return [Passage(rank=r, chunk=by_id[i], score=fused[i], dense_rank=d_rank.get(i), lexical_rank=l_rank.get(i))

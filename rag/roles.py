@@ -21,7 +21,7 @@ lists are roled line by line like prose.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -45,6 +45,31 @@ class Role(StrEnum):
 # (ranked down too: 0.857 / 0.961 / 0.931). The headline is: short and full of the words questions use
 # to name an article, it outranked the paragraph that answers (left out: 0.844 / 0.968 / 0.930).
 RANKED_DOWN = frozenset({Role.HEADLINE, Role.CAPTION, Role.RELATED, Role.SITE, Role.FOOTER})
+
+# Words by which a question asks about a kind of line ("Who is credited for the photo ...?", "Which related
+# headline ...?"): its passages then compete with article text unweighted (retrieve.Retriever.search). Only
+# words rare in questions about the reporting itself: not "newsletter", "page", "article" or "video".
+CUES = {
+    Role.HEADLINE: frozenset("headline headlines heading headings subheading title titled section sections "
+                             "bullet bullets summary".split()),
+    Role.CAPTION: frozenset("photo photos photograph picture pictures image images caption captions credit "
+                            "credited credits illustration illustrations illustrated pictured".split()),
+    Role.RELATED: frozenset("related recommended link links linked teaser teasers".split()),
+    Role.SITE: frozenset("breadcrumb menu subscribe subscription sign-up newsletter's advertised download "
+                         "app".split()),
+    Role.FOOTER: frozenset("footer copyright licence license legal disclaimer prohibited reproduction".split()),
+}
+
+
+def asked_roles(words: Iterable[str]) -> frozenset[Role]:
+    """The roles whose cue words a question holds (lower-cased words).
+
+    >>> sorted(asked_roles("who is credited for the photo".split()))
+    [<Role.CAPTION: 'caption'>]
+    """
+    have = set(words)
+    return frozenset(role for role, cues in CUES.items() if have & cues)
+
 
 # How a citation from each role is described to the reader (empty for body text).
 _PHRASES = {

@@ -40,6 +40,8 @@ NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 MONTHS = ("january february march april may june july august september october november december "
           "jan feb mar apr jun jul aug sep sept oct nov dec").split()
 
+WEEKDAYS = "monday tuesday wednesday thursday friday saturday sunday".split()
+
 # Units that tell two equal numbers apart ("11.4 points" is not "11.4 per cent"); a regex alternation.
 UNITS = ("points?|per ?cent|percent|%|nanometres?|nanometers?|nm|million|billion|trillion|years?|months?|"
          "weeks?|days?|hours?|minutes?|seconds?|episodes?|companies|products|positions")

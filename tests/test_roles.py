@@ -19,9 +19,10 @@ from rag.ingest import coverage, load_article, parse_article
 from rag.records import Citation
 from rag.report import single_markdown
 from rag.retrieve import Retriever
-from rag.roles import RULES, Role, label_lines, role_phrase, scores, table_label
+from rag.roles import RULES, Role, asked_roles, label_lines, role_phrase, scores, table_label
 from rag.settings import Settings
 from rag.store import IndexStore, build_index
+from rag.vocab import tokenize
 
 from .conftest import ROOT, SEEDS
 from .fakes import HashEmbedder
@@ -218,6 +219,21 @@ def test_body_text_ranks_before_furniture_that_matches_as_well(tmp_path: Path) -
     assert ranked[0].role is Role.BODY  # ... but the body text that matches as well ranks first
     assert {p.role for p in ranked} == {Role.BODY, Role.RELATED, Role.HEADLINE}  # furniture stays findable
     assert ranked[0].to_dict()["role"] == "body"
+
+
+def test_a_question_naming_a_kind_of_line_lifts_that_role(tmp_path: Path) -> None:
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "acme.txt").write_text(CORPUS, encoding="utf-8")
+    settings = Settings(index_dir=tmp_path / "idx", embedder="fake-hash")
+    emb = HashEmbedder()
+    build_index([tmp_path / "c"], settings, emb)
+    store = IndexStore.load(settings.index_dir, settings)
+    query = "Which related link is about the Acme battery plant in Hungary?"
+    assert asked_roles(tokenize(query)) == {Role.RELATED} and not asked_roles(tokenize("Acme battery plant"))
+    off = Retriever(store, emb, settings.replace(role_intent=False)).search(query, 3)
+    on = Retriever(store, emb, settings).search(query, 3)
+    assert off[0].role is Role.BODY and on[0].role is Role.RELATED
+    assert on[0].score > off[[p.chunk.chunk_id for p in off].index(on[0].chunk.chunk_id)].score
 
 
 def test_index_reports_characters_per_role_and_an_old_format_is_rebuilt(tmp_path: Path) -> None:
