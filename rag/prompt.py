@@ -44,7 +44,9 @@ SYSTEM_PROMPT = (
 # the 20 the pipeline got wrong) false refusals fell from 27 to 13 of 74 and right answers rose 38 -> 46 of 90,
 # with 2 of 16 unanswerable ones newly answered. On the blind set (round 3, with the session's other changes)
 # false refusals fell 0.22 -> 0.14 and refusals of unanswerable questions 0.78 -> 0.59, both beyond noise:
-# overall accuracy unchanged (0.582). A false-premise refusal example is the next thing to measure.
+# overall accuracy unchanged (0.582). A fifth example, refusing a false premise ("Why did the company close its
+# factory in Brazil?" over a passage saying it opened one), was measured on the 271 gold questions and not
+# kept: 182 right against 186, false premises refused 3 of 18 against 5.
 EXAMPLES = [
     {"role": "user", "content": "Passages:\n[1] The carmaker sold 3.2 million vehicles in 2023, up 12 per cent.\n"
      "[2] Its new battery is considered by analysts to be as good as the Qilin pack made by CATL.\n[3] Exports "
