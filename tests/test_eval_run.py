@@ -252,9 +252,9 @@ def test_real_retrieval_recall(real_settings, real_index, real_embedder, tmp_pat
     assert data["questions"] >= 60
     kinds = {json.loads(line)["id"]: json.loads(line).get("kind") for line in GOLD.read_text().splitlines()}
 
-    def recall(furniture: bool) -> float:
+    def recall(furniture: bool, new: bool = False) -> float:
         hits = [all(r is not None and r <= 5 for r in q["ranks"]["hybrid"]) for q in data["per_question"]
-                if (kinds[q["id"]] == "furniture") == furniture]
+                if (kinds[q["id"]] == "furniture") == furniture and q["id"].startswith("s7-") == new]
         return sum(hits) / len(hits)
 
     # Every gold quote in the top 5, measured with dense ranking by each chunk's best sentence and rrf_k 15:
@@ -263,3 +263,8 @@ def test_real_retrieval_recall(real_settings, real_index, real_embedder, tmp_pat
     # after matching text.
     assert recall(furniture=False) >= 0.95, printed[0]
     assert recall(furniture=True) >= 0.94, printed[0]
+    # The 90 questions added in session 7 (s7-*), written for the kinds retrieval does worst (paraphrase,
+    # structure, follow-ups asked as typed): measured 0.885 over 52 (article text) and 0.833 over 12
+    # (furniture); the bars allow one question fewer each.
+    assert recall(furniture=False, new=True) >= 0.86, printed[0]
+    assert recall(furniture=True, new=True) >= 0.75, printed[0]
