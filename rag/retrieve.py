@@ -94,7 +94,7 @@ class Retriever:
         # (a caption that embeds close to the question does not push a paragraph down), and the fused
         # score of a ranked-down role is multiplied by role_weight, so article text that matches as well
         # comes first.
-        # A question that names a kind of line ("the photo", "the related headline") lifts that for its role.
+        # A question that names a kind of line ("the photo", "the related headline") lifts that role's ranking down.
         down = self.settings.role_weight
         lowered = RANKED_DOWN - asked_roles(tokenize(query)) if self.settings.role_intent else RANKED_DOWN
         ids = list(dict.fromkeys([i for i, _ in dense] + [i for i, _ in lexical]))

@@ -55,8 +55,7 @@ CUES = {
     Role.CAPTION: frozenset("photo photos photograph picture pictures image images caption captions credit "
                             "credited credits illustration illustrations illustrated pictured".split()),
     Role.RELATED: frozenset("related recommended link links linked teaser teasers".split()),
-    Role.SITE: frozenset("breadcrumb menu subscribe subscription sign-up newsletter's advertised download "
-                         "app".split()),
+    Role.SITE: frozenset("breadcrumb menu subscribe subscription sign-up advertised download app".split()),
     Role.FOOTER: frozenset("footer copyright licence license legal disclaimer prohibited reproduction".split()),
 }
 

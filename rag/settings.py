@@ -63,7 +63,7 @@ class Settings:
     # A question holding a role's cue words ("credited for the photo", "related headline": roles.CUES) lifts
     # that role's ranking down. On gold + 90 new questions (227 answerable, `rag eval --retrieval`) fused
     # recall@1 0.717 -> 0.779, MRR 0.835 -> 0.877, recall@5 0.947 both: 21 questions ranked higher, none lower.
-    # As a classifier of furniture questions: precision 0.97 (34 of 35), recall 0.74 (34 of 46).
+    # As a classifier of furniture questions: precision 1.00 (34 of 34), recall 0.74 (34 of 46).
     role_intent: bool = True
     # Captions, credits, related links and furniture are embedded and BM25-indexed with their role's
     # phrase and the lines around them (chunk.search_text); off: their own text only. On gold at
