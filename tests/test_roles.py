@@ -202,7 +202,8 @@ CORPUS = ("Acme expands its battery plant\n\n"
           "Related: Acme battery plant in Hungary to expand\n")
 
 
-def test_body_text_ranks_before_furniture_that_matches_as_well(tmp_path: Path) -> None:
+def _acme_index(tmp_path: Path) -> tuple[Settings, HashEmbedder, IndexStore]:
+    """An index of CORPUS (a headline, a paragraph, a related link) and one unrelated article."""
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "acme.txt").write_text(CORPUS, encoding="utf-8")
     (tmp_path / "c" / "other.txt").write_text("Rain fell on the valley for the first time in six months, "
@@ -210,7 +211,11 @@ def test_body_text_ranks_before_furniture_that_matches_as_well(tmp_path: Path) -
     settings = Settings(index_dir=tmp_path / "idx", embedder="fake-hash")
     emb = HashEmbedder()
     build_index([tmp_path / "c"], settings, emb)
-    store = IndexStore.load(settings.index_dir, settings)
+    return settings, emb, IndexStore.load(settings.index_dir, settings)
+
+
+def test_body_text_ranks_before_furniture_that_matches_as_well(tmp_path: Path) -> None:
+    settings, emb, store = _acme_index(tmp_path)
     assert {c.role for c in store.chunks if c.article == "acme.txt"} == {Role.HEADLINE, Role.BODY, Role.RELATED}
     query = "Acme battery plant Hungary expand"
     flat = Retriever(store, emb, settings.replace(role_weight=1.0)).search(query, 3)
@@ -222,12 +227,7 @@ def test_body_text_ranks_before_furniture_that_matches_as_well(tmp_path: Path) -
 
 
 def test_a_question_naming_a_kind_of_line_lifts_that_role(tmp_path: Path) -> None:
-    (tmp_path / "c").mkdir()
-    (tmp_path / "c" / "acme.txt").write_text(CORPUS, encoding="utf-8")
-    settings = Settings(index_dir=tmp_path / "idx", embedder="fake-hash")
-    emb = HashEmbedder()
-    build_index([tmp_path / "c"], settings, emb)
-    store = IndexStore.load(settings.index_dir, settings)
+    settings, emb, store = _acme_index(tmp_path)
     query = "Which related link is about the Acme battery plant in Hungary?"
     assert asked_roles(tokenize(query)) == {Role.RELATED} and not asked_roles(tokenize("Acme battery plant"))
     off = Retriever(store, emb, settings.replace(role_intent=False)).search(query, 3)
