@@ -283,10 +283,13 @@ def ui(settings: Settings, host: str, port: int, model: str | None) -> None:
               "folder per variant under --out, and ablation.md.")
 @click.option("--variant", "variants", multiple=True, metavar="NAME",
               help="With --ablate: only this variant (and the full pipeline); repeatable.")
+@click.option("--baseline", type=click.Choice(["naive"]), default=None,
+              help="Score the naive tutorial pipeline (1000-character chunks, top 4 by cosine, one generic "
+              "prompt, no checks; rag/baseline.py) instead of ours, to --compare with.")
 @common
 def eval_(settings: Settings, gold: Path, out: Path | None, limit: int | None, model: str | None,
           k: int | None, retrieval: bool, compare: tuple[Path, Path] | None, ablate: bool,
-          variants: tuple[str, ...]) -> None:
+          variants: tuple[str, ...], baseline: str | None) -> None:
     """Score the assistant on a gold question file; write results.jsonl, summary.json and report.md.
 
     \b
@@ -295,11 +298,12 @@ def eval_(settings: Settings, gold: Path, out: Path | None, limit: int | None, m
       rag eval --retrieval
       rag eval --compare eval/runs/old eval/runs/new
       rag eval --ablate --out eval/runs/ablation
+      rag eval --baseline naive --out eval/runs/naive   # then --compare eval/runs/naive eval/runs/<ours>
     """
     from .evaluation.command import cli as evaluate
 
     evaluate(settings.replace(model=model), gold=gold, out=out, limit=limit, k=k, retrieval=retrieval,
-             compare=compare, echo=click.echo, ablate=ablate, variants=variants)
+             compare=compare, echo=click.echo, ablate=ablate, variants=variants, baseline=baseline)
 
 
 @main.command()

@@ -206,6 +206,48 @@ def test_compare_reports_metric_deltas_and_flips(settings, index, fake_embedder,
     assert "`neg-10`" in text.split("## wrong → right")[1] and "`neg-05`" in text.split("## wrong → right")[1]
 
 
+class ContextLLM(FakeLLM):
+    """Under the naive prompt: "I don't know." when the question holds "neg", else the context's first line."""
+
+    name = "context-llm"
+
+    def stream_chat(self, messages: list[dict[str, str]], max_tokens: int, stop: list[str] | None = None
+                    ) -> Iterator[str]:
+        self.calls.append(messages)
+        user = messages[-1]["content"]
+        first = user.removeprefix("Context:\n").split("\n")[0]
+        yield "I don't know." if "warm up" in user or not first.strip() else first
+
+
+def test_naive_baseline_is_scored_like_ours(settings, index, fake_embedder, gold, tmp_path) -> None:
+    """`rag eval --baseline naive`: the tutorial pipeline's answers in the same records and scores, its 4
+    passages exact 1000-character spans, a "don't know" a refusal; comparable with a run of ours."""
+    from rag.baseline import SYSTEM, says_dont_know
+
+    llm = ContextLLM()
+    naive, ours = tmp_path / "naive", tmp_path / "ours"
+    run(settings, gold, naive, assistant(settings, index, fake_embedder, llm), baseline="naive")
+    recs = results(naive)
+    assert [r["id"] for r in recs] == PICK
+    config = json.loads((naive / "config.json").read_text())
+    assert config["pipeline"] == "naive" and config["model"] == "context-llm"
+    asked = [m for m in llm.calls if "warm up" not in m[-1]["content"]]
+    assert len(asked) == len(PICK) and all(m[0]["content"] == SYSTEM for m in asked)
+    for r in recs:
+        assert r["citations"] == [] and len(r["passages"]) == 4
+        for p in r["passages"]:
+            assert index.articles[p["article"]].text[p["start"]:p["end"]] == p["text"] and len(p["text"]) <= 1000
+        assert r["answerable"] == (not says_dont_know(r["raw_answer"]))
+        assert r["answer"] == r["raw_answer"]  # no checks: what the model wrote is the answer
+    assert says_dont_know("The context does not mention Baidu.") and not says_dont_know("In 2019.")
+    run(settings, gold, ours, assistant(settings, index, fake_embedder, EchoLLM()))
+    run(settings, gold, tmp_path / "unused", None, compare=(naive, ours))  # type: ignore[arg-type]
+    assert "pipeline: 'naive' -> None" in (ours / "compare.md").read_text()
+    with pytest.raises(InputError, match="does not combine"):
+        run(settings, gold, tmp_path / "x", assistant(settings, index, fake_embedder, llm), baseline="naive",
+            ablate=True)
+
+
 def test_retrieval_only_with_fakes(settings, index, fake_embedder, gold, tmp_path) -> None:
     out = tmp_path / "ret"
     llm = EchoLLM()

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
+from ..baseline import CHUNK_OVERLAP, CHUNK_SIZE, TOP_K, NaivePipeline
 from ..errors import RagError
 from ..llm import LlamaCppLLM, prompt_tokens
 from .context import QUESTIONS, Context, round_all, rounded
@@ -18,11 +18,6 @@ FOLLOW_UPS = (
     ("How much did the Sora Index gain after the Lunar New Year?", "How many companies are in it?"),
     ("What did Zhou Hongyi call Sora's release?", "What is his company?"),
 )
-
-# The naive baseline: one generic "stuff the chunks" prompt, as in a first RAG tutorial.
-NAIVE_SYSTEM = ("Use the following pieces of context to answer the question at the end. If you don't know "
-                "the answer, just say that you don't know. Keep the answer concise.")
-
 
 def run(ctx: Context) -> dict[str, Any]:
     """Time to first token and tokens/s of a warm ``Assistant``, of the same prompt sent to llama.cpp
@@ -43,7 +38,7 @@ def run(ctx: Context) -> dict[str, Any]:
         raise RagError(f"the answer bench needs the local llama backend, not {s.backend!r}")
     recorder = _Recorder(llm)
     assistant.use_llm(recorder)
-    naive = _NaivePipeline(s.corpus, ctx.embedder, llm)
+    naive = NaivePipeline(s, assistant.store, ctx.embedder, llm)
     ours_prime, naive_prime = build_messages("warm up", []), naive.messages("warm up", [])
     rows = []
     for i, question in enumerate(QUESTIONS[:ctx.plan.questions]):
@@ -59,7 +54,7 @@ def run(ctx: Context) -> dict[str, Any]:
         _prime(llm, ours_prime)
         direct = _direct(llm, messages, max_tokens, stop)
         _prime(llm, naive_prime)
-        baseline = naive.run(question, max_tokens)
+        baseline = _naive(naive, question, max_tokens)
         ours["uncached_tokens"] = llm.count_tokens(messages[-1]["content"])
         row = {"question": question, "ours": ours, "direct": direct, "naive": baseline,
                "repeat_ttft_s": repeat["ttft_s"], "cached_ttft_s": cached["ttft_s"],
@@ -92,7 +87,7 @@ def run(ctx: Context) -> dict[str, Any]:
         "model": recorder.name, "questions": len(rows),
         "load": {k: rounded(v) for k, v in assistant.load_timings.items()},
         **{who: {m: med(who, m) for m in measures} for who in ("ours", "direct", "naive")},
-        "naive_pipeline": {"chunk_size": 1000, "chunk_overlap": 200, "top_k": 4},
+        "naive_pipeline": {"chunk_size": CHUNK_SIZE, "chunk_overlap": CHUNK_OVERLAP, "top_k": TOP_K},
         "overhead_ratio": med("overhead_ratio"), "overhead_target": 1.10,
         "vs_naive_ratio": med("vs_naive_ratio"), "vs_naive_target": 0.5,
         "repeat_ttft_s": med("repeat_ttft_s"), "cached_ttft_s": med("cached_ttft_s"),
@@ -171,36 +166,16 @@ def _rate(tokens: int, first: float | None, last: float | None) -> float:
     return (tokens - 1) / (last - first)
 
 
-class _NaivePipeline:
-    """The baseline: raw files cut into 1000-character chunks, top-4 dense chunks stuffed into one prompt."""
-
-    def __init__(self, corpus: Path, embedder: Any, llm: LlamaCppLLM) -> None:
-        import faiss
-        from langchain_text_splitters import RecursiveCharacterTextSplitter
-
-        from ..ingest import iter_paths, read_text
-
-        split = RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=200)
-        self.chunks = [c for p in iter_paths([corpus]) for c in split.split_text(read_text(p)[0])]
-        self.embedder, self.llm = embedder, llm
-        self.index = faiss.IndexFlatIP(embedder.dim)
-        self.index.add(embedder.embed(self.chunks))
-
-    @staticmethod
-    def messages(question: str, chunks: list[str]) -> list[dict[str, str]]:
-        context = "\n\n".join(chunks)
-        return [{"role": "system", "content": NAIVE_SYSTEM},
-                {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {question}"}]
-
-    def run(self, question: str, max_tokens: int) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        _, ids = self.index.search(self.embedder.embed([question]), 4)
-        messages = self.messages(question, [self.chunks[i] for i in ids[0] if i >= 0])
-        retrieve_s = time.perf_counter() - t0
-        row = _direct(self.llm, messages, max_tokens)
-        row["ttft_s"] += retrieve_s
-        row["retrieve_s"] = retrieve_s
-        return row
+def _naive(naive: NaivePipeline, question: str, max_tokens: int) -> dict[str, Any]:
+    """The naive pipeline's retrieval, then its prompt sent to the model as ``_direct`` sends ours."""
+    t0 = time.perf_counter()
+    passages = naive.retrieve(question)
+    messages = naive.messages(question, [p.chunk.text for p in passages])
+    retrieve_s = time.perf_counter() - t0
+    row = _direct(naive.llm, messages, max_tokens)
+    row["ttft_s"] += retrieve_s
+    row["retrieve_s"] = retrieve_s
+    return row
 
 
 def markdown(ans: dict[str, Any]) -> list[str]:

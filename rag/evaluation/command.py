@@ -20,8 +20,10 @@ if TYPE_CHECKING:
 
 def cli(settings: Settings, *, gold: Path, out: Path | None, limit: int | None, k: int | None,
         retrieval: bool, compare: tuple[Path, Path] | None, echo: Echo = print,
-        assistant: Assistant | None = None, ablate: bool = False, variants: Sequence[str] = ()) -> None:
-    """``rag eval``: the gold file is validated against the index before anything runs."""
+        assistant: Assistant | None = None, ablate: bool = False, variants: Sequence[str] = (),
+        baseline: str | None = None) -> None:
+    """``rag eval``: the gold file is validated against the index before anything runs. ``baseline``
+    ("naive") scores the tutorial pipeline of ``rag.baseline`` instead of ours, over the same index."""
     if compare:
         old, new = compare
         text = compare_runs(Path(old), Path(new))
@@ -33,6 +35,11 @@ def cli(settings: Settings, *, gold: Path, out: Path | None, limit: int | None, 
         raise InputError(f"--limit must be at least 1, got {limit}")
     if k is not None and k < 1:
         raise InputError(f"--k must be at least 1, got {k}")
+    if baseline not in (None, "naive"):
+        raise InputError(f"unknown baseline {baseline!r}; the one baseline is naive")
+    if baseline and (retrieval or ablate or variants):
+        raise InputError("--baseline scores the naive pipeline's answers; it does not combine with --retrieval "
+                         "or --ablate")
     if assistant is None:
         from ..answer import Assistant
 
@@ -48,5 +55,9 @@ def cli(settings: Settings, *, gold: Path, out: Path | None, limit: int | None, 
         from ..ablation import run_ablation
 
         run_ablation(assistant, items, gold, out, k=k or assistant.settings.k, echo=echo, only=variants)
+    elif baseline:
+        from ..baseline import NaivePipeline
+
+        run(NaivePipeline.like(assistant), items, gold, out, k=k or assistant.settings.k, echo=echo)  # type: ignore[arg-type]
     else:
         run(assistant, items, gold, out, k=k or assistant.settings.k, echo=echo)

@@ -80,10 +80,11 @@ def answer_settings(settings: Settings) -> dict[str, Any]:
 
 def run_config(assistant: Assistant, gold: Path, k: int) -> dict[str, Any]:
     """What must be equal for answers of two invocations to be mixed in one run (the resume key)."""
+    pipeline = getattr(assistant, "pipeline", None)  # a baseline's name (rag.baseline); ours has none
     return {
         "gold": str(gold), "gold_sha256": file_sha256(gold), "model": assistant.llm.name, "k": k,
         "index_version": assistant.store.version, "code": code_fingerprint(),
-        "answer_settings": answer_settings(assistant.settings),
+        "answer_settings": answer_settings(assistant.settings), **({"pipeline": pipeline} if pipeline else {}),
     }
 
 
