@@ -58,6 +58,6 @@ def cli(settings: Settings, *, gold: Path, out: Path | None, limit: int | None, 
     elif baseline:
         from ..baseline import NaivePipeline
 
-        run(NaivePipeline.like(assistant), items, gold, out, k=k or assistant.settings.k, echo=echo)  # type: ignore[arg-type]
+        run(NaivePipeline.like(assistant), items, gold, out, k=k or assistant.settings.k, echo=echo)
     else:
         run(assistant, items, gold, out, k=k or assistant.settings.k, echo=echo)

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import InputError
 from ..files import write_atomic as _write_atomic
@@ -23,10 +23,26 @@ from .report import kind_tables, report_markdown, summary_table
 from .scoring import Record, score, summarise
 
 if TYPE_CHECKING:
-    from ..answer import Assistant
+    from ..records import Answer
 
 
 Echo = Callable[[str], Any]
+
+
+class Answerer(Protocol):
+    """What a run asks questions of: ``rag.answer.Assistant``, or a baseline (``rag.baseline``)."""
+
+    settings: Settings
+
+    @property
+    def store(self) -> Any: ...
+
+    @property
+    def llm(self) -> Any: ...
+
+    def warm_up(self) -> None: ...
+
+    def ask(self, question: str, *, k: int | None = None, history: Any = None) -> Answer: ...
 
 RESULTS, SUMMARY, CONFIG, REPORT = "results.jsonl", "summary.json", "config.json", "report.md"
 
@@ -78,7 +94,7 @@ def answer_settings(settings: Settings) -> dict[str, Any]:
     return out
 
 
-def run_config(assistant: Assistant, gold: Path, k: int) -> dict[str, Any]:
+def run_config(assistant: Answerer, gold: Path, k: int) -> dict[str, Any]:
     """What must be equal for answers of two invocations to be mixed in one run (the resume key)."""
     pipeline = getattr(assistant, "pipeline", None)  # a baseline's name (rag.baseline); ours has none
     return {
@@ -126,7 +142,7 @@ def _note(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run(assistant: Assistant, items: Sequence[GoldItem], gold: Path, out: Path, *, k: int,
+def run(assistant: Answerer, items: Sequence[GoldItem], gold: Path, out: Path, *, k: int,
         echo: Echo = print, worst: int = 10) -> dict[str, Any]:
     """Answer every item not yet in ``out``/results.jsonl, then write summary, report and plots."""
     from tqdm import tqdm
@@ -201,7 +217,7 @@ def run(assistant: Assistant, items: Sequence[GoldItem], gold: Path, out: Path, 
     return summary
 
 
-def ask(assistant: Assistant, item: GoldItem, k: int) -> Record:
+def ask(assistant: Answerer, item: GoldItem, k: int) -> Record:
     """One gold item through the answer path, as ``rag ask --json`` gives it: a conversation's last turn is
     asked with the earlier turns (questions and answers, OpenAI-style messages) as history, so a follow-up
     is rewritten (the record's ``rewritten_question``) as in the chat, where the assistant knows its own
