@@ -149,6 +149,7 @@ class Remembered:
 
     def __init__(self, llm: Any, path: Path) -> None:
         self.llm, self.name, self.path = llm, llm.name, path
+        self.replays = 0  # prompts answered from memory: their answers' timings measure no model
         self.memory: dict[str, str] = {}
         if path.is_file():
             for line in path.read_text(encoding="utf-8").splitlines():
@@ -165,6 +166,7 @@ class Remembered:
                     ) -> Iterator[str]:
         key = hashlib.sha256(json.dumps([self.name, messages, max_tokens, stop]).encode()).hexdigest()
         if key in self.memory:
+            self.replays += 1
             yield self.memory[key]
             return
         pieces = []

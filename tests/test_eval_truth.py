@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rag import metrics as M
 from rag import stats
 from rag.ablation import VARIANTS, run_ablation
 from rag.answer import Assistant
@@ -539,6 +540,15 @@ def test_ablation_runs_each_variant_and_tabulates(settings, index, fake_embedder
     for name in ("no-citation-check", "no-trim", "no-adequacy"):  # they act after generation: same answers
         assert [r["raw_answer"] for r in map(json.loads, (out / name / "results.jsonl").read_text().splitlines())] \
             == [r["raw_answer"] for r in map(json.loads, (out / "full" / "results.jsonl").read_text().splitlines())]
+        # answered from memory, so their timings measure no model: marked, and left out of the latencies
+        recs = [json.loads(line) for line in (out / name / "results.jsonl").read_text().splitlines()]
+        assert sum(bool(r.get("replayed")) for r in recs) >= len(recs) // 2
+        timed = [r["timings"]["first_token_s"] for r in recs if not r.get("replayed")]
+        summary = json.loads((out / name / "summary.json").read_text())
+        assert summary["first_token_s"]["p50"] == M.distribution(timed)["p50"]
+    full_recs = [json.loads(line) for line in (out / "full" / "results.jsonl").read_text().splitlines()]
+    assert not any(r.get("replayed") for r in full_recs)
+    assert json.loads((out / "full" / "summary.json").read_text())["first_token_s"]["p50"] is not None
     assert "skipped" in result["variants"]["no-follow-up-rewrite"]  # no history in this gold file
     for name, row in result["variants"].items():
         if "skipped" in row:

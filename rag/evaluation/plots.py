@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import metrics as M
 from .report import metric_label
-from .scoring import METRICS, Record
+from .scoring import METRICS, Record, timed
 
 
 def write_plots(summary: Mapping[str, Any], records: Sequence[Record], out: Path) -> list[str]:
@@ -34,7 +34,7 @@ def write_plots(summary: Mapping[str, Any], records: Sequence[Record], out: Path
     if summary.get("calibration"):
         files.append(reliability_plot(plt, summary["calibration"], out / "reliability.png"))
 
-    fresh = [r for r in records if not r.get("cached")]
+    fresh = timed(records)
     fig, ax = plt.subplots(figsize=(8, 3.6))
     for key, label in (("first_token_s", "first token"), ("total_s", "total")):
         vals = [r["timings"][key] for r in fresh]

@@ -183,7 +183,10 @@ def run(assistant: Answerer, items: Sequence[GoldItem], gold: Path, out: Path, *
         try:
             with open(res_path, "a", encoding="utf-8") as fh:
                 for it in todo:
+                    replays = getattr(assistant.llm, "replays", 0)  # an ablation's memory (ablation.Remembered)
                     answer = ask(assistant, it, k)
+                    if getattr(assistant.llm, "replays", 0) > replays:
+                        answer["replayed"] = True  # timed without the model: left out of the latencies
                     scores = {n: m.individual_scores[0] for n, m in score([it], [answer], texts, k).items()}
                     rec = {"id": it.id, **answer, **_labels(it), "scores": scores}
                     fh.write(json.dumps(rec, ensure_ascii=False) + "\n")

@@ -39,9 +39,9 @@ METRICS: dict[str, tuple[str, str, bool]] = {
 }
 DISTRIBUTIONS: dict[str, tuple[str, str, str]] = {
     "first_token_s": ("First-token latency", "s", "Seconds from question to the first generated token "
-                      "(retrieval and prompt processing included; cached answers left out)."),
-    "total_s": ("Total latency", "s", "Seconds from question to the verified answer (cached answers left "
-                "out)."),
+                      "(retrieval and prompt processing included; cached or replayed answers left out)."),
+    "total_s": ("Total latency", "s", "Seconds from question to the verified answer (cached or replayed answers "
+                "left out)."),
     "prompt_tokens": ("Prompt tokens", "", "Tokens of the prompt sent to the model (usage.prompt_tokens)."),
 }
 
@@ -76,6 +76,12 @@ def score(items: Sequence[GoldItem], answers: Sequence[Mapping[str, Any]], texts
     return {name: out[name] for name in METRICS}
 
 
+def timed(records: Sequence[Record]) -> list[Record]:
+    """The answers whose timings measure the pipeline: not from the answer cache (``cached``), and not
+    generated from an ablation's memory of earlier prompts (``replayed``)."""
+    return [r for r in records if not r.get("cached") and not r.get("replayed")]
+
+
 def summarise(items: Sequence[GoldItem], records: Sequence[Record], texts: Mapping[str, str], k: int,
               config: Mapping[str, Any]) -> dict[str, Any]:
     """summary.json: metric means with their 95% bootstrap intervals and counts, overall and per kind (and
@@ -84,7 +90,7 @@ def summarise(items: Sequence[GoldItem], records: Sequence[Record], texts: Mappi
     from ..checkscore import score_checks
 
     results = score(items, records, texts, k)
-    fresh = [r for r in records if not r.get("cached")]
+    fresh = timed(records)
     injection_on = bool((config.get("answer_settings") or {}).get("injection_filter", True))
     return {
         "config": dict(config),
