@@ -3,13 +3,13 @@
 The model's own judgement was measured and is not used: after its answer, asked "Is your answer stated in the
 passages above, and does it answer exactly what the question asks? Reply yes or no.", its probability of
 "yes" (the last token's logits, read without ``logits_all``; ~25 more prompt tokens) told the 156 right
-answers from the 61 wrong ones to 263 of the 271 gold questions (not the follow-ups) with AUC 0.60, from the 28 answers to unanswerable
-questions with 0.51, and right from wrong verbatim extractions with 0.53; asked "Do the passages above answer
-the question?", 0.55 and 0.53. So the confidence comes from signals the pipeline already has:
-how well the cited quotes support the answer, how well the best evidence matches the question, where the
-cited passage ranked, and what the checks removed. Two logistic models (answers, refusals) map them to a
-probability; their weights are fitted on eval/gold.jsonl runs with :func:`fit` and checked on the blind set
-(reliability diagram and expected calibration error in ``rag eval``'s report).
+answers from the 61 wrong ones to 263 of the 271 gold questions (not the follow-ups) with AUC 0.60, from
+the 28 answers to unanswerable questions with 0.51, and right from wrong verbatim extractions with 0.53;
+asked "Do the passages above answer the question?", 0.55 and 0.53. So the confidence comes from signals the
+pipeline already has: how well the cited quotes support the answer, how well the best evidence matches the
+question, where the cited passage ranked, and what the checks removed. Two logistic models (answers,
+refusals) map them to a probability; their weights are fitted on eval/gold.jsonl runs with :func:`fit` and
+checked on the blind set (reliability diagram and expected calibration error in ``rag eval``'s report).
 """
 
 from __future__ import annotations
