@@ -23,19 +23,23 @@ SYSTEM = ("Use the following pieces of context to answer the question at the end
           "the answer, just say that you don't know. Keep the answer concise.")
 CHUNK_SIZE, CHUNK_OVERLAP, TOP_K = 1000, 200, 4
 # How the model says it does not know, under the prompt above ("I don't know.", "The context does not
-# mention ..."): such an answer counts as a refusal, as a reader would take it.
+# mention ...", "... is not mentioned in the given context"): such an answer counts as a refusal, as a reader
+# would take it. "Huawei does not have the chips" is an answer, so only the context is the subject of "does not".
 _DONT_KNOW = re.compile(
-    r"\b(?:don't|do not) know\b|\b(?:does|do|did)(?: not|n't) (?:provide|mention|specify|say|state|contain|include|"
-    r"give|indicate|have)\b|\bnot (?:mentioned|provided|specified|stated|given|available)\b|"
-    r"\bno (?:information|mention|details?)\b|\bcannot (?:be determined|determine|answer)\b|\bunable to\b",
+    r"\b(?:don't|do not) know\b|\b(?:context|passages?|text|articles?|information|sources?)\b[^.]{0,40}?"
+    r"\b(?:does|do|did)(?: not|n't) (?:provide|mention|specify|say|state|contain|include|give|indicate)\b|"
+    r"\bnot (?:mentioned|provided|specified|stated|given)\b|\bno (?:information|mention)\b|"
+    r"\bcannot (?:be determined|determine|answer)\b|\bunable to (?:determine|answer|find)\b",
     re.IGNORECASE)
 
 
 def says_dont_know(text: str) -> bool:
     """The answer is a refusal: empty, our own refusal, or a "don't know" phrasing.
 
-    >>> says_dont_know("I don't know."), says_dont_know("The context does not mention Baidu."), says_dont_know("2019.")
-    (True, True, False)
+    >>> says_dont_know("I don't know."), says_dont_know("The context does not mention Baidu.")
+    (True, True)
+    >>> says_dont_know("In 2019."), says_dont_know("China does not have enough advanced chips.")
+    (False, False)
     """
     return not text.strip() or is_refusal(text) or bool(_DONT_KNOW.search(text))
 
