@@ -80,6 +80,11 @@ class NaivePipeline:
         return [{"role": "system", "content": SYSTEM},
                 {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {question}"}]
 
+    def prompt(self, question: str) -> tuple[list[Passage], list[dict[str, str]]]:
+        """The top chunks for ``question`` and the prompt stuffed with them."""
+        passages = self.retrieve(question)
+        return passages, self.messages(question, [p.chunk.text for p in passages])
+
     def retrieve(self, question: str) -> list[Passage]:
         if not self.chunks:
             return []
@@ -96,8 +101,7 @@ class NaivePipeline:
         """The tutorial answer: no conversation (a follow-up is searched as typed), no checks."""
         t0 = time.perf_counter()
         question = check_question(question, self.settings.max_question_chars)
-        passages = self.retrieve(question)
-        messages = self.messages(question, [p.chunk.text for p in passages])
+        passages, messages = self.prompt(question)
         t_retrieved = time.perf_counter()
         pieces: list[str] = []
         first = None
@@ -106,7 +110,7 @@ class NaivePipeline:
             pieces.append(piece)
         raw = "".join(pieces).strip()
         answerable = not says_dont_know(raw)
-        return Answer(question=question, answer=raw if answerable else (raw or REFUSAL), answerable=answerable,
+        return Answer(question=question, answer=raw or REFUSAL, answerable=answerable,
                       citations=(), passages=tuple(passages), model=self.llm.name, raw_answer=raw,
                       timings={"retrieve_s": t_retrieved - t0, "first_token_s": (first or time.perf_counter()) - t0,
                                "total_s": time.perf_counter() - t0},

@@ -169,8 +169,7 @@ def _rate(tokens: int, first: float | None, last: float | None) -> float:
 def _naive(naive: NaivePipeline, question: str, max_tokens: int) -> dict[str, Any]:
     """The naive pipeline's retrieval, then its prompt sent to the model as ``_direct`` sends ours."""
     t0 = time.perf_counter()
-    passages = naive.retrieve(question)
-    messages = naive.messages(question, [p.chunk.text for p in passages])
+    _, messages = naive.prompt(question)
     retrieve_s = time.perf_counter() - t0
     row = _direct(naive.llm, messages, max_tokens)
     row["ttft_s"] += retrieve_s
