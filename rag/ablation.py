@@ -144,23 +144,41 @@ def ablation_markdown(result: dict[str, Any]) -> str:
 
 class Remembered:
     """An LLM that answers a prompt it has answered before (same messages, token limit and stops) from
-    memory, kept in a JSON Lines file so an interrupted ablation keeps it. Only for greedy decoding
-    (temperature 0), where the model would write the same text again."""
+    memory, kept in a JSON Lines file so an interrupted ablation keeps it; the log-probabilities of a
+    reply too, when the model can score one. Only for greedy decoding (temperature 0), where the model
+    would write the same text again."""
 
     def __init__(self, llm: Any, path: Path) -> None:
         self.llm, self.name, self.path = llm, llm.name, path
         self.replays = 0  # prompts answered from memory: their answers' timings measure no model
         self.memory: dict[str, str] = {}
+        self.scores: dict[str, list[float]] = {}  # log-probabilities of replies (confidence.token_signals)
         if path.is_file():
             for line in path.read_text(encoding="utf-8").splitlines():
                 try:
                     row = json.loads(line)
-                    self.memory[row["key"]] = row["text"]
+                    if "logprobs" in row:
+                        self.scores[row["key"]] = [float(v) for v in row["logprobs"]]
+                    else:
+                        self.memory[row["key"]] = row["text"]
                 except (ValueError, KeyError, TypeError):
                     continue  # a line cut short by an interruption: that prompt is answered again
 
     def count_tokens(self, text: str) -> int:
         return int(self.llm.count_tokens(text))
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "logprobs" and hasattr(self.__dict__.get("llm"), "logprobs"):  # when the model can score
+            return self._logprobs
+        raise AttributeError(name)
+
+    def _logprobs(self, messages: list[dict[str, str]], reply: str, max_tokens: int = 64) -> list[float]:
+        key = hashlib.sha256(json.dumps([self.name, messages, reply, max_tokens]).encode()).hexdigest()
+        if key not in self.scores:
+            self.scores[key] = list(self.llm.logprobs(messages, reply, max_tokens))
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps({"key": key, "logprobs": self.scores[key]}) + "\n")
+        return self.scores[key]
 
     def stream_chat(self, messages: list[dict[str, str]], max_tokens: int, stop: list[str] | None = None
                     ) -> Iterator[str]:

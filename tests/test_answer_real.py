@@ -80,6 +80,31 @@ def test_json_contract(real_assistant: Assistant) -> None:
     json.dumps(d)
 
 
+def test_the_model_scores_its_own_reply(real_assistant: Assistant) -> None:
+    """Token log-probabilities (the answer confidence's strongest signal) come from the same prompt the
+    chat completion fed the model, and rank its own greedy reply above the same reply with a fact changed."""
+    from rag.prompt import build_messages, select_evidence
+
+    a = real_assistant
+    question = CASES[0][0]
+    passages = a.retriever.search(question, k=a.settings.k)
+    messages = build_messages(question, select_evidence(question, passages, a.embedder, a.store.texts,
+                                                        a.settings))
+    llm = a.llm
+    reply = "".join(llm.stream_chat(messages, a.settings.max_tokens, stop=["\n\n\n"])).strip()
+    prompt = llm.llama.tokenize(llm._chat_prompt(messages).encode(), add_bos=False, special=True)
+    assert llm.llama.input_ids[:len(prompt)].tolist() == prompt  # the formatter is the chat template
+    own = llm.logprobs(messages, reply)
+    assert own and all(v <= 0 for v in own) and len(own) == min(64, llm.count_tokens(reply))
+    assert llm.logprobs(messages, reply) == pytest.approx(own, abs=1e-3)  # scoring changes no state
+    assert "9000S" in reply, reply
+    changed = llm.logprobs(messages, reply.replace("9000S", "7000X"))
+    assert sum(changed) < sum(own) - 3
+    answer = a.ask(question)
+    assert {"refusal_lp", "answer_min_lp"} <= set(answer.signals)
+    assert 0.0 < answer.confidence < 1.0
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
