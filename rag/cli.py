@@ -139,7 +139,7 @@ def ask(settings: Settings, question: str, k: int | None, model: str | None, bac
       rag ask "Which chip powers the Mate 60?" --json
     """
     from .answer import Answer, Assistant, Token, check_k
-    from .report import check_note, single_markdown, unanswered_note
+    from .report import check_note, confidence_note, single_markdown, unanswered_note
     from .retrieve import check_question
 
     imported_at = time.time()
@@ -168,7 +168,7 @@ def ask(settings: Settings, question: str, k: int | None, model: str | None, bac
         if streaming:
             click.echo("\n" + "-" * 40)
         click.echo(answer.answer)
-        for note in (unanswered_note(answer), check_note(answer)):
+        for note in (unanswered_note(answer), check_note(answer), confidence_note(answer)):
             if note:
                 click.echo(f"({note})")
         for c in answer.citations:

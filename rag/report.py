@@ -53,6 +53,23 @@ def check_note(answer: Answer) -> str:
     return ""
 
 
+# Words for an answer's calibrated confidence, highest band first: (lowest probability, words).
+CONFIDENCE_WORDS = ((0.85, "likely right"), (0.65, "probably right; check the quotes"),
+                    (0.45, "uncertain; check the quotes"), (0.0, "doubtful; check the quotes before using it"))
+
+
+def confidence_note(answer: Answer) -> str:
+    """The answer's calibrated confidence in words a reader acts on ("" when it has none). A refusal's
+    confidence is how often such refusals were right on the evaluation set, and is said so."""
+    c = answer.confidence
+    if c is None:
+        return ""
+    if not answer.answerable:
+        return f"Confidence {c:.0%}: refusals like this one were right about {round(c * 10)} times in 10."
+    words = next(w for low, w in CONFIDENCE_WORDS if c >= low)
+    return f"Confidence {c:.0%}: {words}."
+
+
 def unanswered_note(answer: Answer) -> str:
     """A plain statement of the parts of a compound question the articles do not answer ("" if none)."""
     if not answer.unanswered:
@@ -110,6 +127,8 @@ def answer_markdown(answer: Answer, heading: str | None = None, offset: int = 0,
         lines.append(f"{md_answer(text)}\n")
     if answer.unanswered:
         lines.append(f"> {md_text(unanswered_note(answer))}\n")
+    if answer.confidence is not None:
+        lines.append(f"_{md_text(confidence_note(answer))}_\n")
     if any(c.note == Note.EXTRACT for c in answer.sentences):
         lines.append(f"_{check_note(answer)}_\n")  # a reader pasting this should know it is a bare quote
     return "\n".join(lines), refs

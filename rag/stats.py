@@ -185,3 +185,18 @@ def calibration(confidence: Sequence[float | None], correct: Sequence[float | No
         else:
             bins.append((lo, hi, 0, None, None))
     return Calibration(round(ece, 10), len(pairs), tuple(bins))
+
+
+def auc(scores: Sequence[float], right: Sequence[bool]) -> float | None:
+    """The chance that a right answer scores above a wrong one (ties count half): 0.5 is no better than
+    a coin, 1.0 separates them. ``None`` without both kinds.
+
+    >>> auc([0.9, 0.8, 0.3], [True, False, False]), auc([0.5, 0.5], [True, False])
+    (1.0, 0.5)
+    """
+    pos = [s for s, ok in zip(scores, right, strict=True) if ok]
+    neg = [s for s, ok in zip(scores, right, strict=True) if not ok]
+    if not pos or not neg:
+        return None
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return round(wins / (len(pos) * len(neg)), 10)

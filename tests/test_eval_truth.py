@@ -158,6 +158,19 @@ def test_calibration_on_synthetic_answers() -> None:
         stats.calibration([1.5], [1.0])
 
 
+def test_confidence_discrimination_counts_answers_only() -> None:
+    """AUC over the answers: right ones above wrong ones is 1.0, the reverse 0.0; a refusal (however
+    confident) is not an answer and does not count."""
+    from rag.evaluation.scoring import calibration_summary
+
+    recs = [{"answerable": True, "confidence": c} for c in (0.9, 0.2, 0.7)] + \
+        [{"answerable": False, "confidence": 0.05}]
+    assert calibration_summary(recs, [1.0, 0.0, 1.0, 1.0])["auc_answers"] == 1.0
+    assert calibration_summary(recs, [0.0, 1.0, 0.0, 0.0])["auc_answers"] == 0.0
+    assert calibration_summary(recs, [1.0, 1.0, 1.0, 0.0])["auc_answers"] is None  # no wrong answer
+    assert stats.auc([0.3, 0.3, 0.1], [True, False, False]) == pytest.approx(0.75)
+
+
 # -- the checks as classifiers -----------------------------------------------------------------------
 def _item(id_: str, answerable: bool, must: tuple = ()) -> GoldItem:
     return GoldItem(id_, "q?", answerable, "", must, (), (), 1)

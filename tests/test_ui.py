@@ -89,6 +89,24 @@ def test_refusal_is_a_plain_notice() -> None:
     assert "rag-refusal" in html_ and "<sup" not in html_ and "error" not in html_.lower()
 
 
+def test_answer_says_its_confidence_in_words() -> None:
+    """Every band of the calibrated confidence reads as words, in the chat, the CLI and the markdown; a
+    refusal's confidence is said as how often such refusals were right; none is said when there is none."""
+    from rag.report import confidence_note, single_markdown
+
+    cite = (_citation("x claim y", "claim"),)
+    said = {c: confidence_note(_answer("A claim [1].", cite, confidence=c)) for c in (0.93, 0.7, 0.5, 0.2)}
+    assert said[0.93] == "Confidence 93%: likely right."
+    assert "probably right" in said[0.7] and "uncertain" in said[0.5] and "doubtful" in said[0.2]
+    assert confidence_note(_answer("The articles do not say.", answerable=False, confidence=0.58)) == \
+        "Confidence 58%: refusals like this one were right about 6 times in 10."
+    assert confidence_note(_answer("A claim [1].", cite)) == ""
+    html_ = render.answer_html(_answer("A claim [1].", cite, confidence=0.5), turn=0)
+    assert 'class="rag-confidence"' in html_ and "uncertain" in html_
+    assert "rag-confidence" not in render.answer_html(_answer("A claim [1].", cite), turn=0)
+    assert "_Confidence 93%: likely right._" in single_markdown(_answer("A claim [1].", cite, confidence=0.93))
+
+
 def test_answer_says_what_the_checks_removed() -> None:
     cite = (_citation("x claim y", "claim"),)
     kept = SentenceCheck("A claim.", (1,), 0.9, True)
@@ -150,6 +168,9 @@ def test_completion_body_shape() -> None:
     assert body["object"] == "chat.completion" and body["choices"][0]["message"]["content"] == "A [1]."
     assert body["answerable"] is True and body["citations"][0]["quote"] == "A"
     assert "support" not in body["citations"][0]
+    assert body["confidence"] is None
+    sure = completion_body(_answer("A [1].", (_citation("xx A yy", "A"),), confidence=0.61234), "m", "c", 5)
+    assert sure["confidence"] == 0.612
 
 
 def test_chat_completions_non_streaming(client: TestClient, fake_llm: FakeLLM,
@@ -161,6 +182,7 @@ def test_chat_completions_non_streaming(client: TestClient, fake_llm: FakeLLM,
     body = r.json()
     assert body["object"] == "chat.completion" and "Kirin 9000S" in body["choices"][0]["message"]["content"]
     assert body["answerable"] is True and body["usage"]["total_tokens"] > 0
+    assert 0.0 < body["confidence"] < 1.0  # calibrated on the other signals: a fake model cannot score
     _check_quotes(body["citations"], index_settings)
 
 

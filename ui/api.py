@@ -66,7 +66,8 @@ def _usage(answer: Answer) -> dict[str, int]:
 
 
 def completion_body(answer: Answer, model: str, cid: str, created: int) -> dict[str, Any]:
-    """A ``chat.completion`` object for a verified answer, with ``citations`` and ``answerable``."""
+    """A ``chat.completion`` object for a verified answer, with ``citations``, ``answerable`` and the
+    calibrated ``confidence``."""
     return {
         "id": cid, "object": "chat.completion", "created": created, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.answer},
@@ -74,6 +75,7 @@ def completion_body(answer: Answer, model: str, cid: str, created: int) -> dict[
         "usage": _usage(answer),
         "citations": citations_payload(answer),
         "answerable": answer.answerable,
+        "confidence": None if answer.confidence is None else round(answer.confidence, 3),
         "rewritten_question": answer.rewritten_question,
     }
 
@@ -87,9 +89,10 @@ def chunk_body(cid: str, created: int, model: str, delta: dict[str, Any], finish
 
 
 def final_chunk(answer: Answer, cid: str, created: int, model: str) -> dict[str, Any]:
-    """The last chunk: no content, the citations and the verified answer text."""
+    """The last chunk: no content, the citations, the verified answer text and its confidence."""
     return chunk_body(cid, created, model, {}, "stop", citations=citations_payload(answer),
                       answerable=answer.answerable, answer=answer.answer,
+                      confidence=None if answer.confidence is None else round(answer.confidence, 3),
                       rewritten_question=answer.rewritten_question, usage=_usage(answer))
 
 

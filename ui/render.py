@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from rag.injection import NOTE as FLAG_NOTE
 from rag.injection import article_flags
 from rag.records import Answer, Article, Citation, Passage
-from rag.report import check_note, unanswered_note
+from rag.report import check_note, confidence_note, unanswered_note
 from rag.vocab import terms
 
 _MARKER = re.compile(r"\s*\[(\d+)\]")
@@ -52,6 +52,8 @@ def answer_html(answer: Answer, turn: int) -> str:
     the checks removed, if anything. A refusal links to the closest passages in the sources panel."""
     note = check_note(answer)
     note_html = f'<br><small class="rag-check">{escape_chat(note)}</small>' if note else ""
+    sure = confidence_note(answer)
+    note_html += f'<br><small class="rag-confidence">{escape_chat(sure)}</small>' if sure else ""
     if not answer.answerable:
         near = (f'<br><a class="rag-near-link" href="#turn-{turn}">See the closest passages</a>'
                 if answer.passages else "")

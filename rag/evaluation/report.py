@@ -206,6 +206,9 @@ def report_markdown(summary: Mapping[str, Any], items: Sequence[GoldItem], recor
                   f"({cal['without_confidence']} without): the answers' share, per confidence bin, times the gap "
                   "between the bin's mean confidence and its accuracy (answered right or rightly refused); "
                   "see reliability.png.", ""]
+        if cal.get("auc_answers") is not None:
+            parts += [f"Among the answers (not refusals), a right one has the higher confidence than a wrong one "
+                      f"with probability **{fmt(cal['auc_answers'])}** (AUC; 0.5 is a coin toss).", ""]
     else:
         parts += ["_The answers carry no confidence, so there is no reliability diagram._", ""]
     parts += ["## Latency and tokens", "", latency_table(summary), "",

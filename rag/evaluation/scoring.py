@@ -159,12 +159,16 @@ def confidence_of(record: Mapping[str, Any]) -> float | None:
 
 def calibration_summary(records: Sequence[Record], correct: Sequence[float | None]) -> dict[str, Any] | None:
     """ECE and the reliability bins of the answers' confidence against overall accuracy (a question is
-    right when answered correctly or rightly refused); ``None`` when no answer carries a confidence."""
+    right when answered correctly or rightly refused), and how well it tells right answers from wrong ones
+    (``auc_answers``, over the questions not refused); ``None`` when no answer carries a confidence."""
     conf = [confidence_of(r) for r in records]
     cal = stats.calibration(conf, correct)
     if cal is None:
         return None
+    answered = [(c, y == 1.0) for c, y, r in zip(conf, correct, records, strict=True)
+                if c is not None and y is not None and r.get("answerable")]
     return {"ece": _round(cal.ece), "n": cal.n, "without_confidence": sum(c is None for c in conf),
+            "auc_answers": _round(stats.auc([c for c, _ in answered], [ok for _, ok in answered])),
             "bins": [{"low": lo, "high": hi, "count": n, "confidence": _round(c), "accuracy": _round(a)}
                      for lo, hi, n, c, a in cal.bins]}
 
