@@ -308,7 +308,7 @@ class Assistant:
             checked = self.verify(raw_text, evidence, asked)
             n_prompt = prompt_tokens(self.llm, messages)
             signals = confidence.signals(checked, evidence, passages)  # of the first answer, as calibrated
-            if checked.answerable:  # while the prompt is still in the model's cache
+            if checked.answerable and self.settings.token_confidence:  # while the prompt is in the model's cache
                 signals.update(confidence.token_signals(self.llm, messages, raw_text))
             open_parts = unanswered_parts(asked, checked.answer, checked.citations) if checked.answerable else ()
             if open_parts and self.settings.complete_parts and not (stop is not None and stop.is_set()):

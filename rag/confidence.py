@@ -62,6 +62,10 @@ def token_signals(llm: Any, messages: list[dict[str, str]], raw: str) -> dict[st
 
 
 def calibrated(sig: Mapping[str, float], answerable: bool) -> float:
+    """The probability that an answer (or refusal) with these signals is right; an answer scored by the
+    model's token log-probabilities uses the weights fitted with them."""
+    w: tuple[float, ...]
+    names: tuple[str, ...]
     if not answerable:
         w, names = WEIGHTS_REFUSAL, FEATURES
     elif all(f in sig for f in TOKEN_FEATURES):

@@ -44,15 +44,24 @@ def needs_context(question: str) -> bool:
     return bool(_PRONOUN.search(q) or _THAT.search(q) or _ELLIPTIC.match(q))
 
 
+# A possessive or demonstrative and the noun it points with ("his company", "these moves"): the whole phrase
+# is the reference, and a rewrite may put the name it means in its place ("ByteDance").
+_POINTING = re.compile(r"\b(?:his|her|its|their|this|that|these|those)\s+([a-z][\w-]*)", re.IGNORECASE)
+
+
 def keeps_content(question: str, rewrite: str) -> bool:
-    """Every content word of the user's question is still in the rewrite (stemmed).
+    """Every content word of the user's question is still in the rewrite (stemmed), but for the references
+    themselves: a pronoun, and the noun a possessive or demonstrative points with.
 
     >>> keeps_content("And who founded it?", "Who founded AIsphere?")
+    True
+    >>> keeps_content("Where is his company based?", "Where is ByteDance based?")
     True
     >>> keeps_content("Who won the 2024 Super Bowl?", "Who founded AIsphere?")
     False
     """
-    own = set(terms(question)) - _REFERENCE_WORDS
+    pointed = set(terms(" ".join(m.group(1) for m in _POINTING.finditer(question))))
+    own = set(terms(question)) - _REFERENCE_WORDS - pointed
     return own <= set(terms(rewrite))
 
 

@@ -125,12 +125,6 @@ class LLM(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
 
-class Scorer(Protocol):
-    """A generator that can also score a given reply (the local model; a chat endpoint cannot)."""
-
-    def logprobs(self, messages: list[Message], reply: str, max_tokens: int = 64) -> list[float]: ...
-
-
 class LlamaCppLLM:
     """A local GGUF model. One instance per process; calls are serialised (llama.cpp is not re-entrant).
 
@@ -195,20 +189,24 @@ class LlamaCppLLM:
 
     def logprobs(self, messages: list[Message], reply: str, max_tokens: int = 64) -> list[float]:
         """The log-probability of each token of ``reply`` (its first ``max_tokens``) as the assistant's
-        turn after ``messages``: one batched decode of the reply over the cached prompt (~0.2 s after the
-        same prompt was just answered; llama.cpp keeps only the last row of logits while generating)."""
+        turn after ``messages``: one batched decode of the reply over the cached prompt (~0.4 s for 30
+        tokens after the same prompt was just answered: the output layer over Qwen's 152k-token vocabulary
+        is most of it; llama.cpp keeps only the last row of logits while generating). Empty for a GGUF
+        without a chat template. A chat endpoint has no such method."""
         import numpy as np
 
         with self.lock:
             llama = self.llama
             prompt = self._chat_prompt(messages)
+            if prompt is None:
+                return []
             ptoks = llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
             rtoks = llama.tokenize(reply.encode("utf-8"), add_bos=False, special=False)[:max_tokens]
             if not rtoks or len(ptoks) + len(rtoks) > llama.n_ctx():
                 return []
             have = llama.input_ids[: llama.n_tokens].tolist()
-            common = next((i for i, (a, b) in enumerate(zip(have, ptoks)) if a != b), min(len(have), len(ptoks)))
-            common = min(common, len(ptoks) - 1)
+            same = (i for i, (a, b) in enumerate(zip(have, ptoks, strict=False)) if a != b)
+            common = min(next(same, min(len(have), len(ptoks))), len(ptoks) - 1)
             llama.n_tokens = common
             if common < len(ptoks) - 1:  # the prompt is not in the cache (another call came between)
                 llama.eval(ptoks[common:-1])
@@ -218,24 +216,26 @@ class LlamaCppLLM:
             llama._batch.set_batch(batch=batch, n_past=n_past, logits_all=True)
             llama._ctx.decode(llama._batch)
             logits = np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(len(batch), llama.n_vocab()))
-            logits = logits.astype(np.float64)
             top = logits.max(axis=1, keepdims=True)
-            norm = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+            norm = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1, dtype=np.float64))
             llama.input_ids[n_past:n_past + len(batch)] = batch
             llama.n_tokens = n_past + len(batch)
             return [float(logits[i, t] - norm[i]) for i, t in enumerate(rtoks)]
 
-    def _chat_prompt(self, messages: list[Message]) -> str:
+    def _chat_prompt(self, messages: list[Message]) -> str | None:
         """The text llama-cpp-python's chat completion feeds the model for ``messages`` (the GGUF's own
-        chat template, with the assistant's turn opened)."""
+        chat template, with the assistant's turn opened); None for a GGUF without a chat template."""
+        llama = self.llama
+        template = llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            return None
         if self._formatter is None:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-            llama = self.llama
+            eos, bos = llama.token_eos(), llama.token_bos()
             self._formatter = Jinja2ChatFormatter(
-                template=llama.metadata["tokenizer.chat_template"],
-                eos_token=llama._model.token_get_text(llama.token_eos()),
-                bos_token=llama._model.token_get_text(llama.token_bos()))
+                template=template, eos_token=llama._model.token_get_text(eos) if eos >= 0 else "",
+                bos_token=llama._model.token_get_text(bos) if bos >= 0 else "")
         return str(self._formatter(messages=messages).prompt)
 
     def stream_chat(self, messages: list[Message], max_tokens: int, stop: list[str] | None = None

@@ -171,6 +171,20 @@ def test_confidence_discrimination_counts_answers_only() -> None:
     assert stats.auc([0.3, 0.3, 0.1], [True, False, False]) == pytest.approx(0.75)
 
 
+def test_rewrites_of_last_turns_are_counted_per_kind() -> None:
+    from rag.evaluation.scoring import rewrites
+
+    turn = (("user", "How much did AIsphere raise?"),)
+    items = [GoldItem("f1", "And who founded it?", True, "", (), (), (), 1, kind="followup", history=turn),
+             GoldItem("f2", "And the year?", True, "", (), (), (), 2, kind="followup", history=turn),
+             GoldItem("n1", "Who won the Super Bowl?", False, "", (), (), (), 3, kind="new_topic", history=turn),
+             GoldItem("s1", "Which chip?", True, "", (), (), (), 4, kind="followup")]
+    records = [{"rewritten_question": "Who founded AIsphere?"}, {"rewritten_question": None},
+               {"rewritten_question": "Who founded AIsphere?"}, {"rewritten_question": "x"}]
+    assert rewrites(items, records) == {"followup": {"turns": 2, "rewritten": 1},
+                                        "new_topic": {"turns": 1, "rewritten": 1}}
+
+
 # -- the checks as classifiers -----------------------------------------------------------------------
 def _item(id_: str, answerable: bool, must: tuple = ()) -> GoldItem:
     return GoldItem(id_, "q?", answerable, "", must, (), (), 1)

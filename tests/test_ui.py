@@ -173,6 +173,30 @@ def test_completion_body_shape() -> None:
     assert sure["confidence"] == 0.612
 
 
+class ScoringLLM(FakeLLM):
+    """A fake model that can score a reply: it is surer of the refusal the less the reply has in common
+    with the passages (a stand-in for token log-probabilities)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scored: list[str] = []
+
+    def logprobs(self, messages: list[dict[str, str]], reply: str, max_tokens: int = 64) -> list[float]:
+        self.scored.append(reply)
+        return [-0.1] * len(reply.split()) if reply.startswith("The articles") else [-0.2, -2.5, -0.3]
+
+
+def test_token_confidence_enters_the_answers_confidence_and_can_be_switched_off(
+        index_settings: Settings, fake_embedder: HashEmbedder) -> None:
+    on, off = ScoringLLM().enqueue(KIRIN_A), ScoringLLM().enqueue(KIRIN_A)
+    a = Assistant(index_settings, embedder=fake_embedder, llm=on).ask(KIRIN_Q)
+    b = Assistant(index_settings.replace(token_confidence=False), embedder=fake_embedder, llm=off).ask(KIRIN_Q)
+    assert a.answerable and b.answerable and a.answer == b.answer
+    assert a.signals["refusal_lp"] == pytest.approx(-0.5) and a.signals["answer_min_lp"] == -2.5
+    assert on.scored == ["The articles do not say.", KIRIN_A] and off.scored == []
+    assert "refusal_lp" not in b.signals and a.confidence != b.confidence and 0 < a.confidence < 1
+
+
 def test_chat_completions_non_streaming(client: TestClient, fake_llm: FakeLLM,
                                         index_settings: Settings) -> None:
     fake_llm.enqueue(KIRIN_A)

@@ -189,6 +189,12 @@ def report_markdown(summary: Mapping[str, Any], items: Sequence[GoldItem], recor
                   f"for {fr['gold_not_retrieved']} of them no retrieved passage held the gold evidence.", ""]
     parts += ["## Per kind", "", "Each cell: mean (95% interval).", "",
               kind_tables(summary.get("by_kind") or {}, k), ""]
+    if summary.get("rewrites"):
+        parts += ["### Conversations", "", "The last turn of each conversation, by kind: a follow-up must be "
+                  "rewritten into a standalone question before retrieval, a self-contained one never.", "",
+                  "| Kind | last turns | rewritten |", "|---|---:|---:|",
+                  *(f"| {kind} | {row['turns']} | {row['rewritten']} |" for kind, row in
+                    sorted(summary["rewrites"].items())), ""]
     if summary.get("by_tag"):
         parts += ["### Per tag", "", kind_tables(summary["by_tag"], k, "Tag"), ""]
     ranked = sorted(((_severity(it, r), it, r) for it, r in zip(items, records, strict=True)),

@@ -110,6 +110,7 @@ def summarise(items: Sequence[GoldItem], records: Sequence[Record], texts: Mappi
         "prompt_tokens": M.distribution([r["usage"]["prompt_tokens"] for r in records]),
         "completion_tokens": M.distribution([r["usage"]["completion_tokens"] for r in records]),
         "false_refusals": refusal_causes(items, records),
+        "rewrites": rewrites(items, records),
         "answer_seconds": round(sum(r["timings"]["total_s"] for r in records), 2),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -171,6 +172,18 @@ def calibration_summary(records: Sequence[Record], correct: Sequence[float | Non
             "auc_answers": _round(stats.auc([c for c, _ in answered], [ok for _, ok in answered])),
             "bins": [{"low": lo, "high": hi, "count": n, "confidence": _round(c), "accuracy": _round(a)}
                      for lo, hi, n, c, a in cal.bins]}
+
+
+def rewrites(items: Sequence[GoldItem], records: Sequence[Record]) -> dict[str, dict[str, int]]:
+    """Per kind, the last turns of conversations and how many were rewritten before retrieval: a
+    follow-up ("and the year?") must be, a self-contained new question never."""
+    out: dict[str, dict[str, int]] = {}
+    for it, r in zip(items, records, strict=True):
+        if it.history:
+            row = out.setdefault(it.kind or NO_KIND, {"turns": 0, "rewritten": 0})
+            row["turns"] += 1
+            row["rewritten"] += bool(r.get("rewritten_question"))
+    return out
 
 
 def refusal_causes(items: Sequence[GoldItem], records: Sequence[Record]) -> dict[str, int]:
