@@ -59,13 +59,13 @@ CONFIDENCE_WORDS = ((0.85, "likely right"), (0.65, "probably right; check the qu
 
 
 def confidence_note(answer: Answer) -> str:
-    """The answer's calibrated confidence in words a reader acts on ("" when it has none). A refusal's
-    confidence is how often such refusals were right on the evaluation set, and is said so."""
+    """The answer's calibrated confidence in words a reader acts on ("" when it has none). No signal tells a
+    right refusal from a wrong one (rag.confidence), so a refusal says the articles may still hold it."""
     c = answer.confidence
     if c is None:
         return ""
     if not answer.answerable:
-        return f"Confidence {c:.0%}: refusals like this one were right about {round(c * 10)} times in 10."
+        return f"Confidence {c:.0%}: the articles may still hold the answer; see the closest passages."
     words = next(w for low, w in CONFIDENCE_WORDS if c >= low)
     return f"Confidence {c:.0%}: {words}."
 

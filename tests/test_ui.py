@@ -91,7 +91,7 @@ def test_refusal_is_a_plain_notice() -> None:
 
 def test_answer_says_its_confidence_in_words() -> None:
     """Every band of the calibrated confidence reads as words, in the chat, the CLI and the markdown; a
-    refusal's confidence is said as how often such refusals were right; none is said when there is none."""
+    refusal says the articles may still hold the answer; none is said when there is none."""
     from rag.report import confidence_note, single_markdown
 
     cite = (_citation("x claim y", "claim"),)
@@ -99,7 +99,7 @@ def test_answer_says_its_confidence_in_words() -> None:
     assert said[0.93] == "Confidence 93%: likely right."
     assert "probably right" in said[0.7] and "uncertain" in said[0.5] and "doubtful" in said[0.2]
     assert confidence_note(_answer("The articles do not say.", answerable=False, confidence=0.58)) == \
-        "Confidence 58%: refusals like this one were right about 6 times in 10."
+        "Confidence 58%: the articles may still hold the answer; see the closest passages."
     assert confidence_note(_answer("A claim [1].", cite)) == ""
     html_ = render.answer_html(_answer("A claim [1].", cite, confidence=0.5), turn=0)
     assert 'class="rag-confidence"' in html_ and "uncertain" in html_
