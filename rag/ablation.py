@@ -163,26 +163,29 @@ class Remembered:
                         self.memory[row["key"]] = row["text"]
                 except (ValueError, KeyError, TypeError):
                     continue  # a line cut short by an interruption: that prompt is answered again
+        if hasattr(llm, "logprobs"):  # only a model that can score a reply offers to (confidence.token_signals)
+            self.logprobs = self._logprobs
 
     def count_tokens(self, text: str) -> int:
         return int(self.llm.count_tokens(text))
 
-    def __getattr__(self, name: str) -> Any:
-        if name == "logprobs" and hasattr(self.__dict__.get("llm"), "logprobs"):  # when the model can score
-            return self._logprobs
-        raise AttributeError(name)
+    def _key(self, *parts: Any) -> str:
+        return hashlib.sha256(json.dumps([self.name, *parts]).encode()).hexdigest()
+
+    def _keep(self, row: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
 
     def _logprobs(self, messages: list[dict[str, str]], reply: str, max_tokens: int = 64) -> list[float]:
-        key = hashlib.sha256(json.dumps([self.name, messages, reply, max_tokens]).encode()).hexdigest()
+        key = self._key(messages, reply, max_tokens)
         if key not in self.scores:
             self.scores[key] = list(self.llm.logprobs(messages, reply, max_tokens))
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps({"key": key, "logprobs": self.scores[key]}) + "\n")
+            self._keep({"key": key, "logprobs": self.scores[key]})
         return self.scores[key]
 
     def stream_chat(self, messages: list[dict[str, str]], max_tokens: int, stop: list[str] | None = None
                     ) -> Iterator[str]:
-        key = hashlib.sha256(json.dumps([self.name, messages, max_tokens, stop]).encode()).hexdigest()
+        key = self._key(messages, max_tokens, stop)
         if key in self.memory:
             self.replays += 1
             yield self.memory[key]
@@ -192,5 +195,4 @@ class Remembered:
             pieces.append(piece)
             yield piece
         self.memory[key] = "".join(pieces)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"key": key, "text": self.memory[key]}) + "\n")
+        self._keep({"key": key, "text": self.memory[key]})

@@ -314,3 +314,29 @@ def test_real_retrieval_recall(real_settings, real_index, real_embedder, tmp_pat
     # (furniture); the bars allow one question fewer each.
     assert recall(furniture=False, new=True) >= 0.86, printed[0]
     assert recall(furniture=True, new=True) >= 0.75, printed[0]
+
+
+def test_ablation_memory_keeps_reply_scores_only_for_a_model_that_scores(tmp_path: Path) -> None:
+    """Replayed answers get the same token confidence without the model: the scores of a reply are kept
+    in the memory file beside the texts; a model that cannot score is not made to look as if it could."""
+    from rag.ablation import Remembered
+
+    class Scoring(FakeLLM):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scored = 0
+
+        def logprobs(self, messages: list[dict[str, str]], reply: str, max_tokens: int = 64) -> list[float]:
+            self.scored += 1
+            return [-0.5] * len(reply.split())
+
+    path, msgs = tmp_path / "generations.jsonl", [{"role": "user", "content": "q"}]
+    first = Scoring()
+    mem = Remembered(first, path)
+    assert "".join(mem.stream_chat(msgs, 8)) == first.default
+    assert mem.logprobs(msgs, "A b c") == mem.logprobs(msgs, "A b c") == [-0.5] * 3 and first.scored == 1
+    again = Scoring()
+    replay = Remembered(again, path)
+    assert replay.logprobs(msgs, "A b c") == [-0.5] * 3 and again.scored == 0
+    assert "".join(replay.stream_chat(msgs, 8)) == first.default and replay.replays == 1
+    assert not hasattr(Remembered(FakeLLM(), path), "logprobs")

@@ -65,6 +65,10 @@ def _usage(answer: Answer) -> dict[str, int]:
             "total_tokens": answer.prompt_tokens + answer.completion_tokens}
 
 
+def _confidence(answer: Answer) -> float | None:
+    return None if answer.confidence is None else round(answer.confidence, 3)
+
+
 def completion_body(answer: Answer, model: str, cid: str, created: int) -> dict[str, Any]:
     """A ``chat.completion`` object for a verified answer, with ``citations``, ``answerable`` and the
     calibrated ``confidence``."""
@@ -75,7 +79,7 @@ def completion_body(answer: Answer, model: str, cid: str, created: int) -> dict[
         "usage": _usage(answer),
         "citations": citations_payload(answer),
         "answerable": answer.answerable,
-        "confidence": None if answer.confidence is None else round(answer.confidence, 3),
+        "confidence": _confidence(answer),
         "rewritten_question": answer.rewritten_question,
     }
 
@@ -92,7 +96,7 @@ def final_chunk(answer: Answer, cid: str, created: int, model: str) -> dict[str,
     """The last chunk: no content, the citations, the verified answer text and its confidence."""
     return chunk_body(cid, created, model, {}, "stop", citations=citations_payload(answer),
                       answerable=answer.answerable, answer=answer.answer,
-                      confidence=None if answer.confidence is None else round(answer.confidence, 3),
+                      confidence=_confidence(answer),
                       rewritten_question=answer.rewritten_question, usage=_usage(answer))
 
 
